@@ -1,0 +1,111 @@
+//! Optional per-chunk deflate, tried only where it is likely to pay (`docs/FORMAT.md`, section 5).
+
+use miniz_oxide::deflate::core::{CompressorOxide, TDEFLFlush, TDEFLStatus, compress};
+use miniz_oxide::{DataFormat, deflate::CompressionLevel};
+
+use crate::chunker::MAX_CHUNK;
+
+/// Cheap, deterministic compressibility test: the collision entropy of the chunk's byte histogram is below
+/// ≈ 7.4 bits/byte (`512 · Σ c² ≥ 3 · L²`). Random and already-compressed data fail it.
+pub(crate) fn worth_trying(data: &[u8]) -> bool {
+    // Four interleaved histograms avoid store-to-load stalls on runs of equal bytes.
+    let mut h = [[0u32; 256]; 4];
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        h[0][q[0] as usize] += 1;
+        h[1][q[1] as usize] += 1;
+        h[2][q[2] as usize] += 1;
+        h[3][q[3] as usize] += 1;
+    }
+    for &b in quads.remainder() {
+        h[0][b as usize] += 1;
+    }
+    let [h0, h1, h2, h3] = &h;
+    let sum_sq: u64 = (0..256)
+        .map(|v| u64::from(h0[v] + h1[v] + h2[v] + h3[v]).pow(2))
+        .sum();
+    let len = data.len() as u64;
+    512 * sum_sq >= 3 * len * len
+}
+
+/// A reusable raw-deflate compressor (its tables are allocated once).
+pub(crate) struct Compressor {
+    oxide: Box<CompressorOxide>,
+    out: Vec<u8>,
+}
+
+impl Compressor {
+    pub(crate) fn new() -> Compressor {
+        Compressor {
+            oxide: Box::new(CompressorOxide::with_format_and_level(
+                DataFormat::Raw,
+                CompressionLevel::BestSpeed,
+            )),
+            out: vec![0u8; MAX_CHUNK],
+        }
+    }
+
+    /// The compressed form of `data` if it is worth keeping (saves at least 1/16), else `None`.
+    pub(crate) fn compress(&mut self, data: &[u8]) -> Option<&[u8]> {
+        if !worth_trying(data) {
+            return None;
+        }
+        let limit = data.len() * 15 / 16;
+        self.oxide.reset();
+        let (status, consumed, produced) = compress(
+            &mut self.oxide,
+            data,
+            &mut self.out[..limit],
+            TDEFLFlush::Finish,
+        );
+        if status == TDEFLStatus::Done && consumed == data.len() && produced <= limit {
+            Some(&self.out[..produced])
+        } else {
+            None
+        }
+    }
+}
+
+/// Inflates a raw deflate `payload` into `out` (at most `MAX_CHUNK` bytes); `None` if it is invalid or
+/// larger than `out`.
+pub(crate) fn inflate_bounded(payload: &[u8], out: &mut [u8]) -> Option<usize> {
+    miniz_oxide::inflate::decompress_slice_iter_to_slice(out, std::iter::once(payload), false, true)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_is_not_worth_trying_and_text_is() {
+        let mut random = vec![0u8; 8192];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        assert!(!worth_trying(&random));
+        let text = b"the quick brown fox jumps over the lazy dog\n".repeat(200);
+        assert!(worth_trying(&text));
+    }
+
+    #[test]
+    fn roundtrip() {
+        let text = b"the quick brown fox jumps over the lazy dog\n".repeat(200);
+        let mut c = Compressor::new();
+        let packed = c.compress(&text).expect("text compresses").to_vec();
+        assert!(packed.len() < text.len() / 4);
+        let mut out = vec![0u8; MAX_CHUNK];
+        let n = inflate_bounded(&packed, &mut out).unwrap();
+        assert_eq!(&out[..n], &text[..]);
+        // Deterministic across calls (the compressor is reset).
+        assert_eq!(c.compress(&text).unwrap(), &packed[..]);
+    }
+
+    #[test]
+    fn inflate_is_bounded() {
+        let zeros = vec![0u8; 60000];
+        let mut c = Compressor::new();
+        let packed = c.compress(&zeros).unwrap().to_vec();
+        let mut small = vec![0u8; 1000];
+        assert!(inflate_bounded(&packed, &mut small).is_none());
+        assert!(inflate_bounded(b"\xff\xff\xff", &mut small).is_none());
+    }
+}
