@@ -46,3 +46,27 @@ impl Drop for ChunkCipher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{MasterKey, Suite};
+    use aes::cipher::BlockCipherEncrypt;
+
+    /// The AES suite's counter is the full 128-bit block: it wraps from ff..ff to 00..00.
+    #[test]
+    fn aes_counter_is_128_bit_big_endian() {
+        let master = MasterKey::from_bytes([1; 32], Suite::Aes256Ctr);
+        let keys = master.derive_keys();
+        let cipher = ChunkCipher::new(&keys.0, Suite::Aes256Ctr);
+        let mut buf = [0u8; 32];
+        cipher.apply(&[0xff; 16], &mut buf);
+        let aes = aes::Aes256::new(&keys.0.enc_aes.into());
+        let mut b0 = [0xffu8; 16].into();
+        aes.encrypt_block(&mut b0);
+        let mut b1 = [0u8; 16].into();
+        aes.encrypt_block(&mut b1);
+        assert_eq!(&buf[..16], &b0[..]);
+        assert_eq!(&buf[16..], &b1[..]);
+    }
+}

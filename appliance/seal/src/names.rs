@@ -122,13 +122,13 @@ pub fn unseal_name(
     let auth = || SealError::NameAuth {
         name: component.to_owned(),
     };
+    let long = component.starts_with('_');
     let full = match component.strip_prefix('_') {
         Some(hash) => {
             let content = side_content.ok_or_else(|| SealError::BadName {
                 name: component.to_owned(),
                 why: "long name: its .offsite-longname- side file is needed",
             })?;
-            let content = content.trim_end_matches('\n');
             if long_hash(keys, content) != hash {
                 return Err(auth());
             }
@@ -152,6 +152,10 @@ pub fn unseal_name(
     }
     pt.truncate(end);
     check_name(&pt)?;
+    if long != (pt.len() > MAX_SHORT_NAME) {
+        // Each length has exactly one form; anything else was not written by a sealer.
+        return Err(auth());
+    }
     Ok(pt)
 }
 

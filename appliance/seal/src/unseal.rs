@@ -395,8 +395,8 @@ pub fn unseal_to_file(
 }
 
 /// Unseals a whole file in memory-bounded two passes: verify first, then write. For outputs that cannot be
-/// renamed into place (a pipe): nothing is written unless the whole file is authentic. `input` must be
-/// seekable (a regular file).
+/// renamed into place (a pipe): nothing is written unless the whole file is authentic. `input` is read
+/// from its start, twice.
 pub fn unseal_verified_first(
     keys: &Keys,
     path: &RelPath,
@@ -404,9 +404,12 @@ pub fn unseal_verified_first(
     out: impl Write,
 ) -> Result<UnsealStats> {
     use std::io::{Seek, SeekFrom};
+    let rewind = |f: &mut File| {
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| SealError::io("rewinding sealed input", e))
+    };
+    rewind(input)?;
     verify(keys, path, &mut *input)?;
-    input
-        .seek(SeekFrom::Start(0))
-        .map_err(|e| SealError::io("rewinding sealed input", e))?;
+    rewind(input)?;
     drain(Unsealer::new(keys, path, input), out)
 }

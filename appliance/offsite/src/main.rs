@@ -1,0 +1,54 @@
+//! `offsite`: the command-line face of the appliance.
+//!
+//! Library crates never print; this binary decides what the user sees and which exit code they get:
+//! 0 success, 1 error, 2 bad usage, 3 data failed authentication (tampered, truncated, wrong key or path).
+
+mod cli_seal;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Encrypted, rsync-friendly off-site backup for NAS boxes.
+#[derive(Parser)]
+#[command(name = "offsite", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new master key file (mode 0600; an existing file is never overwritten).
+    Keygen(cli_seal::KeygenArgs),
+    /// Encrypt one file into the sealed format (rsync-friendly, deterministic, authenticated).
+    Seal(cli_seal::SealArgs),
+    /// Decrypt and verify one sealed file; nothing is written unless the whole file is authentic.
+    Unseal(cli_seal::UnsealArgs),
+    /// Print the sealed form of a relative path (each component encrypted).
+    SealName(cli_seal::SealNameArgs),
+    /// Print the plaintext form of a sealed relative path.
+    UnsealName(cli_seal::UnsealNameArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(a) => cli_seal::keygen(a),
+        Command::Seal(a) => cli_seal::seal(a),
+        Command::Unseal(a) => cli_seal::unseal(a),
+        Command::SealName(a) => cli_seal::seal_name(a),
+        Command::UnsealName(a) => cli_seal::unseal_name(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("offsite: {err:#}");
+            let integrity = err.chain().any(|e| {
+                e.downcast_ref::<seal::SealError>()
+                    .is_some_and(|s| s.is_integrity())
+            });
+            ExitCode::from(if integrity { 3 } else { 1 })
+        }
+    }
+}
