@@ -66,11 +66,20 @@ impl Compressor {
     }
 }
 
-/// Inflates a raw deflate `payload` into `out` (at most `MAX_CHUNK` bytes); `None` if it is invalid or
-/// larger than `out`.
+/// Inflates a raw deflate `payload` into `out`; `None` unless the payload is exactly one complete stream
+/// whose output fits in `out`.
 pub(crate) fn inflate_bounded(payload: &[u8], out: &mut [u8]) -> Option<usize> {
-    miniz_oxide::inflate::decompress_slice_iter_to_slice(out, std::iter::once(payload), false, true)
-        .ok()
+    use miniz_oxide::inflate::TINFLStatus;
+    use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+    let mut state = Box::<DecompressorOxide>::default();
+    let (status, consumed, produced) = decompress(
+        &mut state,
+        payload,
+        out,
+        0,
+        inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+    );
+    (status == TINFLStatus::Done && consumed == payload.len()).then_some(produced)
 }
 
 #[cfg(test)]
@@ -107,5 +116,13 @@ mod tests {
         let mut small = vec![0u8; 1000];
         assert!(inflate_bounded(&packed, &mut small).is_none());
         assert!(inflate_bounded(b"\xff\xff\xff", &mut small).is_none());
+        // Exactly one complete stream: no trailing bytes, no cut-off stream.
+        let text = b"abcdefgh".repeat(100);
+        let mut packed = c.compress(&text).unwrap().to_vec();
+        let mut out = vec![0u8; MAX_CHUNK];
+        assert_eq!(inflate_bounded(&packed, &mut out), Some(text.len()));
+        assert!(inflate_bounded(&packed[..packed.len() - 1], &mut out).is_none());
+        packed.push(0);
+        assert!(inflate_bounded(&packed, &mut out).is_none());
     }
 }

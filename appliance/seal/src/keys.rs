@@ -604,7 +604,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    data_encoding::HEXLOWER_PERMISSIVE.decode(s.as_bytes()).ok()
+    data_encoding::HEXLOWER.decode(s.as_bytes()).ok()
 }
 
 fn unhex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
