@@ -50,6 +50,9 @@ pub struct SealArgs {
     /// Do not deflate compressible chunks.
     #[arg(long)]
     no_compress: bool,
+    /// Threads that seal chunks (the output is the same for any number); default: CPUs, at most 4.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Plaintext input (`-` for stdin).
     #[arg(default_value = "-")]
     input: PathBuf,

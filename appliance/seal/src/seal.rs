@@ -1,6 +1,12 @@
 //! Sealing: plaintext stream in, sealed stream out, in constant memory.
+//!
+//! The caller's thread reads and chunks; sealing a chunk (compression test, deflate, tag, encryption) is
+//! done inline, or by worker threads when asked for ([`Sealer::with_threads`]). Chunks are handed to the
+//! workers round-robin and collected in the same order, so the output is byte-for-byte the same either way.
 
 use std::io::{self, Read};
+use std::sync::mpsc;
+use std::thread;
 
 use crate::chunker::{MAX_CHUNK, next_chunk_len};
 use crate::cipher::ChunkCipher;
@@ -34,17 +40,107 @@ pub struct SealStats {
     pub sealed_len: u64,
 }
 
-/// Reads plaintext from `R` and yields the sealed file (`docs/FORMAT.md`) through [`Read`].
-///
-/// Memory: about 200 KiB of buffers plus the compressor's tables, whatever the file size.
-pub struct Sealer<R> {
-    input: R,
+/// Seals single chunks into records; one per thread.
+struct ChunkSealer {
     cipher: ChunkCipher,
-    gear: [u64; 256],
     compressor: Option<Compressor>,
     tag_prefix: blake3::Hasher,
+}
+
+impl ChunkSealer {
+    /// Writes `len ‖ tag ‖ Enc(flags ‖ payload)` for `chunk` into `out` (cleared first); returns the tag and
+    /// whether the payload is compressed.
+    fn seal_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> ([u8; TAG_LEN], bool) {
+        out.clear();
+        out.resize(LEN_LEN + TAG_LEN, 0);
+        let packed = self.compressor.as_mut().and_then(|c| c.compress(chunk));
+        let compressed = packed.is_some();
+        match packed {
+            Some(p) => {
+                out.push(FLAG_DEFLATE);
+                out.extend_from_slice(p);
+            }
+            None => {
+                out.push(FLAG_RAW);
+                out.extend_from_slice(chunk);
+            }
+        }
+        let body_len = out.len() - LEN_LEN - TAG_LEN;
+        let mut tag = [0u8; TAG_LEN];
+        let mut h = self.tag_prefix.clone();
+        h.update(&out[LEN_LEN + TAG_LEN..]);
+        h.finalize_xof().fill(&mut tag);
+        self.cipher.apply(&tag, &mut out[LEN_LEN + TAG_LEN..]);
+        out[..LEN_LEN].copy_from_slice(&(body_len as u32).to_le_bytes());
+        out[LEN_LEN..LEN_LEN + TAG_LEN].copy_from_slice(&tag);
+        (tag, compressed)
+    }
+}
+
+/// A chunk to seal, and the buffer to put its record in (both recycled).
+struct Job {
+    chunk: Vec<u8>,
+    record: Vec<u8>,
+}
+
+struct Done {
+    job: Job,
+    tag: [u8; TAG_LEN],
+    compressed: bool,
+}
+
+struct Worker {
+    jobs: mpsc::SyncSender<Job>,
+    done: mpsc::Receiver<Done>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+/// Worker threads, fed round-robin and drained in the same order.
+struct Pool {
+    workers: Vec<Worker>,
+    next_submit: usize,
+    next_collect: usize,
+    in_flight: usize,
+    spare: Vec<Job>,
+}
+
+impl Pool {
+    fn capacity(&self) -> usize {
+        2 * self.workers.len()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the job channels ends the workers' loops.
+        let handles: Vec<_> = self
+            .workers
+            .drain(..)
+            .filter_map(|mut w| w.handle.take())
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker_gone() -> io::Error {
+    io::Error::other("a sealing worker thread stopped unexpectedly")
+}
+
+/// Reads plaintext from `R` and yields the sealed file (`docs/FORMAT.md`) through [`Read`].
+///
+/// Memory: about 200 KiB of buffers plus the compressor's tables, whatever the file size (plus about
+/// 200 KiB per worker thread with [`Sealer::with_threads`]).
+pub struct Sealer<R> {
+    input: R,
+    keys: Keys,
+    options: SealOptions,
+    gear: [u64; 256],
+    inline: ChunkSealer,
+    pool: Option<Pool>,
     trailer: blake3::Hasher,
-    /// Plaintext window: `buf[start..end]` is read but not yet sealed.
+    /// Plaintext window: `buf[start..end]` is read but not yet chunked.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -65,10 +161,15 @@ impl<R: Read> Sealer<R> {
         out.extend_from_slice(&head);
         Sealer {
             input,
-            cipher: ChunkCipher::new(k, k.suite),
+            keys: keys.clone(),
+            options,
             gear: k.gear,
-            compressor: options.compress.then(Compressor::new),
-            tag_prefix: prefixed_hasher(&k.chunk_mac, &head, &fid),
+            inline: ChunkSealer {
+                cipher: ChunkCipher::new(k, k.suite),
+                compressor: options.compress.then(Compressor::new),
+                tag_prefix: prefixed_hasher(&k.chunk_mac, &head, &fid),
+            },
+            pool: None,
             trailer: prefixed_hasher(&k.trailer_mac, &head, &fid),
             buf: vec![0u8; 2 * MAX_CHUNK],
             start: 0,
@@ -84,13 +185,65 @@ impl<R: Read> Sealer<R> {
         }
     }
 
+    /// Seals chunks on `threads` worker threads while the caller's thread reads and chunks (`0` or `1`:
+    /// everything on the caller's thread). The output does not change.
+    pub fn with_threads(mut self, threads: usize) -> Sealer<R> {
+        if threads <= 1 {
+            return self;
+        }
+        let options = self.options;
+        let k = &self.keys.0;
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(2);
+            let (done_tx, done_rx) = mpsc::sync_channel::<Done>(2);
+            let mut sealer = ChunkSealer {
+                cipher: ChunkCipher::new(k, k.suite),
+                compressor: options.compress.then(Compressor::new),
+                tag_prefix: self.inline.tag_prefix.clone(),
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("offsite-seal-{i}"))
+                .spawn(move || {
+                    while let Ok(mut job) = job_rx.recv() {
+                        let (tag, compressed) = sealer.seal_chunk(&job.chunk, &mut job.record);
+                        if done_tx
+                            .send(Done {
+                                job,
+                                tag,
+                                compressed,
+                            })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(handle) => workers.push(Worker {
+                    jobs: job_tx,
+                    done: done_rx,
+                    handle: Some(handle),
+                }),
+                // No thread to be had: seal with what we have (possibly inline).
+                Err(_) => break,
+            }
+        }
+        if workers.len() > 1 {
+            self.pool = Some(Pool {
+                workers,
+                next_submit: 0,
+                next_collect: 0,
+                in_flight: 0,
+                spare: Vec::new(),
+            });
+        }
+        self
+    }
+
     /// Counts so far (final once `read` returned 0).
     pub fn stats(&self) -> SealStats {
         self.stats
-    }
-
-    pub fn into_inner(self) -> R {
-        self.input
     }
 
     /// Tops the window up to at least `MAX_CHUNK` bytes, or to the end of the input.
@@ -117,49 +270,97 @@ impl<R: Read> Sealer<R> {
         Ok(())
     }
 
+    /// The next chunk's bounds in `buf`, or `None` at the end of the input.
+    fn next_chunk(&mut self) -> io::Result<Option<(usize, usize)>> {
+        self.fill()?;
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let n = next_chunk_len(&self.gear, &self.buf[self.start..self.end]);
+        let at = self.start;
+        self.start += n;
+        Ok(Some((at, n)))
+    }
+
+    /// Accounts for a sealed record that is now in `out`.
+    fn record_done(&mut self, tag: &[u8; TAG_LEN], plain: usize, compressed: bool) {
+        self.trailer.update(tag);
+        self.stats.chunks += 1;
+        self.stats.compressed_chunks += u64::from(compressed);
+        self.stats.plain_len += plain as u64;
+        self.stats.sealed_len += self.out.len() as u64;
+        self.out_pos = 0;
+    }
+
     /// Puts the next record (a chunk, or the trailer at the end) into `out`.
     fn next_record(&mut self) -> io::Result<()> {
-        self.fill()?;
-        self.out.clear();
-        self.out_pos = 0;
-        if self.start == self.end {
+        if self.pool.is_some() {
+            return self.next_record_pooled();
+        }
+        match self.next_chunk()? {
+            Some((at, n)) => {
+                let (tag, compressed) =
+                    self.inline.seal_chunk(&self.buf[at..at + n], &mut self.out);
+                self.record_done(&tag, n, compressed);
+            }
+            None => self.write_trailer(),
+        }
+        Ok(())
+    }
+
+    fn next_record_pooled(&mut self) -> io::Result<()> {
+        // Keep the workers busy: submit chunks until the pipeline is full or the input ends.
+        loop {
+            let full = self
+                .pool
+                .as_ref()
+                .is_none_or(|p| p.in_flight >= p.capacity());
+            if full {
+                break;
+            }
+            let Some((at, n)) = self.next_chunk()? else {
+                break;
+            };
+            let Some(pool) = self.pool.as_mut() else {
+                break;
+            };
+            let mut job = pool.spare.pop().unwrap_or_else(|| Job {
+                chunk: Vec::with_capacity(MAX_CHUNK),
+                record: Vec::with_capacity(LEN_LEN + TAG_LEN + MAX_BODY),
+            });
+            job.chunk.clear();
+            job.chunk.extend_from_slice(&self.buf[at..at + n]);
+            let w = pool.next_submit;
+            pool.workers[w].jobs.send(job).map_err(|_| worker_gone())?;
+            pool.next_submit = (w + 1) % pool.workers.len();
+            pool.in_flight += 1;
+        }
+        let Some(pool) = self.pool.as_mut() else {
+            return Err(worker_gone());
+        };
+        if pool.in_flight == 0 {
             self.write_trailer();
             return Ok(());
         }
-        let n = next_chunk_len(&self.gear, &self.buf[self.start..self.end]);
-        let chunk = &self.buf[self.start..self.start + n];
-        self.start += n;
-
-        self.out.resize(LEN_LEN + TAG_LEN, 0);
-        let packed = self.compressor.as_mut().and_then(|c| c.compress(chunk));
-        match packed {
-            Some(p) => {
-                self.out.push(FLAG_DEFLATE);
-                self.out.extend_from_slice(p);
-                self.stats.compressed_chunks += 1;
-            }
-            None => {
-                self.out.push(FLAG_RAW);
-                self.out.extend_from_slice(chunk);
-            }
-        }
-        let body_len = self.out.len() - LEN_LEN - TAG_LEN;
-        let mut tag = [0u8; TAG_LEN];
-        let mut h = self.tag_prefix.clone();
-        h.update(&self.out[LEN_LEN + TAG_LEN..]);
-        h.finalize_xof().fill(&mut tag);
-        self.cipher.apply(&tag, &mut self.out[LEN_LEN + TAG_LEN..]);
-        self.out[..LEN_LEN].copy_from_slice(&(body_len as u32).to_le_bytes());
-        self.out[LEN_LEN..LEN_LEN + TAG_LEN].copy_from_slice(&tag);
-
-        self.trailer.update(&tag);
-        self.stats.chunks += 1;
-        self.stats.plain_len += n as u64;
-        self.stats.sealed_len += self.out.len() as u64;
+        let w = pool.next_collect;
+        let done = pool.workers[w].done.recv().map_err(|_| worker_gone())?;
+        pool.next_collect = (w + 1) % pool.workers.len();
+        pool.in_flight -= 1;
+        let Done {
+            mut job,
+            tag,
+            compressed,
+        } = done;
+        std::mem::swap(&mut self.out, &mut job.record);
+        let plain = job.chunk.len();
+        pool.spare.push(job);
+        self.record_done(&tag, plain, compressed);
         Ok(())
     }
 
     fn write_trailer(&mut self) {
+        self.out.clear();
+        self.out_pos = 0;
         self.trailer.update(&self.stats.chunks.to_le_bytes());
         self.trailer.update(&self.stats.plain_len.to_le_bytes());
         let mac = self.trailer.finalize();
@@ -170,6 +371,8 @@ impl<R: Read> Sealer<R> {
         self.out.extend_from_slice(mac.as_bytes());
         self.stats.sealed_len += self.out.len() as u64;
         self.finished = true;
+        // Workers are no longer needed.
+        self.pool = None;
     }
 }
 
@@ -191,16 +394,29 @@ impl<R: Read> Read for Sealer<R> {
     }
 }
 
-/// Seals `input` into `output`; returns the counts.
+/// Seals `input` into `output` on the caller's thread; returns the counts.
 pub fn seal(
     keys: &Keys,
     path: &RelPath,
     options: SealOptions,
     input: impl Read,
+    output: impl io::Write,
+) -> io::Result<SealStats> {
+    seal_with_threads(keys, path, options, 1, input, output)
+}
+
+/// Seals `input` into `output`, sealing chunks on `threads` worker threads; returns the counts.
+pub fn seal_with_threads(
+    keys: &Keys,
+    path: &RelPath,
+    options: SealOptions,
+    threads: usize,
+    input: impl Read,
     mut output: impl io::Write,
 ) -> io::Result<SealStats> {
-    let mut sealer = Sealer::new(keys, path, options, input);
+    let mut sealer = Sealer::new(keys, path, options, input).with_threads(threads);
     io::copy(&mut sealer, &mut output)?;
+    output.flush()?;
     Ok(sealer.stats())
 }
 

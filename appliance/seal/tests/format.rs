@@ -375,3 +375,66 @@ fn one_byte_insertion_changes_only_a_few_chunks() {
         );
     }
 }
+
+#[test]
+fn worker_threads_produce_identical_output() {
+    let text: Vec<u8> = (0..60_000)
+        .flat_map(|i| format!("{i} lorem ipsum dolor sit amet\n").into_bytes())
+        .collect();
+    let mut mixed = random(700_000, 11);
+    mixed.extend_from_slice(&text);
+    mixed.extend_from_slice(&random(3, 12));
+    for suite in SUITES {
+        let k = keys(suite);
+        let p = path("mixed.bin");
+        for data in [&mixed[..], &[][..], &b"x"[..]] {
+            for compress in [true, false] {
+                let opts = SealOptions { compress };
+                let mut inline = Vec::new();
+                let mut s1 = Sealer::new(&k, &p, opts, data);
+                s1.read_to_end(&mut inline).unwrap();
+                for threads in [2, 3, 4] {
+                    let mut pooled = Vec::new();
+                    let mut s2 = Sealer::new(&k, &p, opts, data).with_threads(threads);
+                    // Small reads, to interleave reading with the pipeline.
+                    let mut buf = [0u8; 1000];
+                    loop {
+                        let n = s2.read(&mut buf).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        pooled.extend_from_slice(&buf[..n]);
+                    }
+                    assert!(
+                        pooled == inline,
+                        "{suite} threads={threads} compress={compress}"
+                    );
+                    assert_eq!(s2.stats(), s1.stats());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failing_input_fails_the_seal_with_its_error() {
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::other("disk on fire"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(1);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let k = keys(Suite::XChaCha20);
+    for threads in [1, 2] {
+        let mut s = Sealer::new(&k, &path("f"), SealOptions::default(), Failing(300_000))
+            .with_threads(threads);
+        let err = io::copy(&mut s, &mut io::sink()).unwrap_err();
+        assert!(err.to_string().contains("disk on fire"));
+    }
+}
