@@ -1,0 +1,645 @@
+//! The file list (rsync `flist.c`): entries, validation, the `f_name_cmp`
+//! sort order and the wire encoding of `send_file_entry`.
+
+use std::cmp::Ordering;
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+/// `S_IFMT` and friends (Linux values, which are also rsync's wire values).
+pub const S_IFMT: u32 = 0o170000;
+/// Directory.
+pub const S_IFDIR: u32 = 0o040000;
+/// Regular file.
+pub const S_IFREG: u32 = 0o100000;
+/// Symbolic link.
+pub const S_IFLNK: u32 = 0o120000;
+
+/// Longest path rsync accepts (`MAXPATHLEN` - 1).
+pub const MAX_PATH: usize = 4095;
+
+const XMIT_TOP_DIR: u32 = 1 << 0;
+const XMIT_SAME_MODE: u32 = 1 << 1;
+const XMIT_EXTENDED_FLAGS: u32 = 1 << 2;
+const XMIT_SAME_UID: u32 = 1 << 3;
+const XMIT_SAME_GID: u32 = 1 << 4;
+const XMIT_SAME_NAME: u32 = 1 << 5;
+const XMIT_LONG_NAME: u32 = 1 << 6;
+const XMIT_SAME_TIME: u32 = 1 << 7;
+const XMIT_MOD_NSEC: u32 = 1 << 13;
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file of the given size.
+    File {
+        /// Size in bytes as announced in the file list.
+        size: u64,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink {
+        /// The link target, as raw bytes.
+        target: Vec<u8>,
+    },
+}
+
+/// One entry of the file list to push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to the destination, `/`-separated raw bytes (no leading
+    /// `/`, no `.`/`..` components). The name `.` is the destination itself.
+    pub name: Vec<u8>,
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds part of the modification time (sent from protocol 31).
+    pub mtime_nsec: u32,
+    /// Permission bits (`0o7777` mask); the file-type bits come from `kind`.
+    pub perms: u32,
+}
+
+impl FileEntry {
+    /// A regular file.
+    pub fn file(name: impl Into<Vec<u8>>, size: u64, mtime: i64, perms: u32) -> Self {
+        FileEntry {
+            name: name.into(),
+            kind: EntryKind::File { size },
+            mtime,
+            mtime_nsec: 0,
+            perms,
+        }
+    }
+
+    /// A directory.
+    pub fn dir(name: impl Into<Vec<u8>>, mtime: i64, perms: u32) -> Self {
+        FileEntry {
+            name: name.into(),
+            kind: EntryKind::Dir,
+            mtime,
+            mtime_nsec: 0,
+            perms,
+        }
+    }
+
+    /// A symbolic link.
+    pub fn symlink(name: impl Into<Vec<u8>>, target: impl Into<Vec<u8>>, mtime: i64) -> Self {
+        FileEntry {
+            name: name.into(),
+            kind: EntryKind::Symlink {
+                target: target.into(),
+            },
+            mtime,
+            mtime_nsec: 0,
+            perms: 0o777,
+        }
+    }
+
+    /// Sets the nanoseconds of the mtime.
+    pub fn with_nsec(mut self, nsec: u32) -> Self {
+        self.mtime_nsec = nsec;
+        self
+    }
+
+    /// Full `st_mode` as sent on the wire.
+    pub fn mode(&self) -> u32 {
+        let t = match self.kind {
+            EntryKind::File { .. } => S_IFREG,
+            EntryKind::Dir => S_IFDIR,
+            EntryKind::Symlink { .. } => S_IFLNK,
+        };
+        t | (self.perms & 0o7777)
+    }
+
+    /// True for directories.
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, EntryKind::Dir)
+    }
+
+    /// Size announced in the list (0 for directories; target length for links).
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            EntryKind::File { size } => *size,
+            EntryKind::Dir => 0,
+            EntryKind::Symlink { target } => target.len() as u64,
+        }
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Checks a name: relative, no empty, `.` or `..` components, no NUL, not too long.
+pub fn validate_name(name: &[u8]) -> Result<()> {
+    if name == b"." {
+        return Ok(());
+    }
+    if name.is_empty() {
+        return Err(Error::InvalidInput("empty file name".into()));
+    }
+    if name.len() > MAX_PATH {
+        return Err(Error::InvalidInput(format!(
+            "name longer than {MAX_PATH} bytes: {}",
+            lossy(&name[..64])
+        )));
+    }
+    if name.contains(&0) {
+        return Err(Error::InvalidInput(format!(
+            "name contains NUL: {}",
+            lossy(name)
+        )));
+    }
+    if name[0] == b'/' {
+        return Err(Error::InvalidInput(format!(
+            "absolute name: {}",
+            lossy(name)
+        )));
+    }
+    for comp in name.split(|&c| c == b'/') {
+        if comp.is_empty() || comp == b"." || comp == b".." {
+            return Err(Error::InvalidInput(format!(
+                "name has an empty, '.' or '..' component: {}",
+                lossy(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Splits at the last `/`: (dirname, basename); dirname is empty at top level.
+fn split(name: &[u8]) -> (&[u8], &[u8]) {
+    match name.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => (&[], name),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Item,
+    Path,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum St {
+    Dir,
+    Slash,
+    Base,
+    Trailing,
+}
+
+/// Walks one name the way `f_name_cmp` does.
+struct Walk<'a> {
+    base: &'a [u8],
+    is_dir: bool,
+    cur: &'a [u8],
+    state: St,
+    ty: Ty,
+}
+
+impl<'a> Walk<'a> {
+    fn new(name: &'a [u8], is_dir: bool) -> Self {
+        let (dir, base) = if name == b"." {
+            (&b""[..], name)
+        } else {
+            split(name)
+        };
+        let mut w = Walk {
+            base,
+            is_dir,
+            cur: &[],
+            state: St::Dir,
+            ty: Ty::Path,
+        };
+        if dir.is_empty() {
+            w.enter_base();
+        } else {
+            w.cur = dir;
+        }
+        w
+    }
+
+    fn enter_base(&mut self) {
+        self.ty = if self.is_dir { Ty::Path } else { Ty::Item };
+        if self.ty == Ty::Path && self.base == b"." {
+            self.ty = Ty::Item;
+            self.state = St::Trailing;
+            self.cur = &[];
+        } else {
+            self.cur = self.base;
+            self.state = St::Base;
+        }
+    }
+
+    /// Called when `cur` is exhausted: moves to the next part of the name
+    /// (the `switch (state)` of rsync's `f_name_cmp`).
+    fn step(&mut self) {
+        match self.state {
+            St::Dir => {
+                self.state = St::Slash;
+                self.cur = b"/";
+            }
+            St::Slash => self.enter_base(),
+            St::Base => {
+                self.state = St::Trailing;
+                if self.ty == Ty::Path {
+                    self.cur = b"/";
+                } else {
+                    self.ty = Ty::Item;
+                }
+            }
+            St::Trailing => self.ty = Ty::Item,
+        }
+    }
+
+    /// True when stepping would fall through to the trailing state.
+    fn at_end(&self) -> bool {
+        self.state == St::Trailing || (self.state == St::Base && self.ty == Ty::Item)
+    }
+}
+
+/// rsync's `f_name_cmp` for protocol >= 29: within a directory, files sort
+/// before subdirectories; directories compare as if their name ended in `/`.
+pub fn f_name_cmp(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> Ordering {
+    let mut w1 = Walk::new(a, a_dir);
+    let mut w2 = Walk::new(b, b_dir);
+    let by_type = |t1: Ty| {
+        if t1 == Ty::Path {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        }
+    };
+    if w1.ty != w2.ty {
+        return by_type(w1.ty);
+    }
+    loop {
+        if w1.cur.is_empty() {
+            w1.step();
+            if !w2.cur.is_empty() && w1.ty != w2.ty {
+                return by_type(w1.ty);
+            }
+        }
+        if w2.cur.is_empty() {
+            if w2.at_end() {
+                w2.state = St::Trailing;
+                if w1.cur.is_empty() {
+                    return Ordering::Equal;
+                }
+                w2.ty = Ty::Item;
+            } else {
+                w2.step();
+            }
+            if w1.ty != w2.ty {
+                return by_type(w1.ty);
+            }
+        }
+        let c1 = w1.cur.first().map_or(0i32, |&c| i32::from(c));
+        let c2 = w2.cur.first().map_or(0i32, |&c| i32::from(c));
+        if !w1.cur.is_empty() {
+            w1.cur = &w1.cur[1..];
+        }
+        if !w2.cur.is_empty() {
+            w2.cur = &w2.cur[1..];
+        }
+        if c1 != c2 {
+            return c1.cmp(&c2);
+        }
+        if c1 == 0 {
+            return Ordering::Equal;
+        }
+    }
+}
+
+/// A validated, sorted file list.
+#[derive(Debug, Clone)]
+pub struct FileList {
+    /// Entries in wire order (sorted; `.` first).
+    pub entries: Vec<FileEntry>,
+    /// For each wire index, the index in the caller's original list
+    /// (`None` for an implied `.`).
+    pub caller_index: Vec<Option<usize>>,
+}
+
+impl FileList {
+    /// Validates and sorts the caller's entries. A missing `.` is added with
+    /// `root_mtime` and mode 0755. Every parent directory must be listed.
+    pub fn new(entries: Vec<FileEntry>, root_mtime: i64) -> Result<Self> {
+        let mut v: Vec<(Option<usize>, FileEntry)> = Vec::with_capacity(entries.len() + 1);
+        let mut has_root = false;
+        for (i, e) in entries.into_iter().enumerate() {
+            validate_name(&e.name)?;
+            if e.name == b"." {
+                if !e.is_dir() {
+                    return Err(Error::InvalidInput("'.' must be a directory".into()));
+                }
+                has_root = true;
+            }
+            if let EntryKind::Symlink { target } = &e.kind
+                && (target.is_empty() || target.len() > MAX_PATH || target.contains(&0))
+            {
+                return Err(Error::InvalidInput(format!(
+                    "invalid symlink target for {}",
+                    lossy(&e.name)
+                )));
+            }
+            if e.mtime_nsec >= 1_000_000_000 {
+                return Err(Error::InvalidInput(format!(
+                    "mtime_nsec out of range for {}",
+                    lossy(&e.name)
+                )));
+            }
+            v.push((Some(i), e));
+        }
+        if !has_root {
+            v.push((None, FileEntry::dir(".", root_mtime, 0o755)));
+        }
+        if v.len() > i32::MAX as usize / 2 {
+            return Err(Error::InvalidInput("too many entries".into()));
+        }
+        v.sort_by(|a, b| f_name_cmp(&a.1.name, a.1.is_dir(), &b.1.name, b.1.is_dir()));
+        for w in v.windows(2) {
+            if w[0].1.name == w[1].1.name {
+                return Err(Error::InvalidInput(format!(
+                    "duplicate name: {}",
+                    lossy(&w[0].1.name)
+                )));
+            }
+        }
+        // Parent directories must be present.
+        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        for (_, e) in &v {
+            if e.is_dir() {
+                dirs.insert(&e.name);
+            }
+        }
+        for (_, e) in &v {
+            let (d, _) = split(&e.name);
+            if !d.is_empty() && !dirs.contains(d) {
+                return Err(Error::InvalidInput(format!(
+                    "parent directory of {} is not in the list",
+                    lossy(&e.name)
+                )));
+            }
+        }
+        let (caller_index, entries) = v.into_iter().unzip();
+        Ok(FileList {
+            entries,
+            caller_index,
+        })
+    }
+
+    /// The list in the order of `protocol`: before 29, rsync sorts plain path
+    /// bytes (directories are not moved after files); returns `None` when the
+    /// current order already fits.
+    pub fn for_protocol(&self, protocol: u32) -> Option<FileList> {
+        if protocol >= 29 {
+            return None;
+        }
+        let mut v: Vec<(Option<usize>, FileEntry)> = self
+            .caller_index
+            .iter()
+            .copied()
+            .zip(self.entries.iter().cloned())
+            .collect();
+        let key = |e: &FileEntry| -> Vec<u8> {
+            if e.name == b"." {
+                Vec::new()
+            } else {
+                e.name.clone()
+            }
+        };
+        v.sort_by_key(|a| key(&a.1));
+        let (caller_index, entries) = v.into_iter().unzip();
+        Some(FileList {
+            entries,
+            caller_index,
+        })
+    }
+
+    /// Encodes the whole list, including the end marker, for `protocol`.
+    /// With `varint_flags` (CF_VARINT_FLIST_FLAGS) flags are varints.
+    pub fn encode(
+        &self,
+        out: &mut Vec<u8>,
+        protocol: u32,
+        varint_flags: bool,
+        preserve_links: bool,
+    ) {
+        let mut enc = Encoder::default();
+        for e in &self.entries {
+            enc.entry(out, e, protocol, varint_flags, preserve_links);
+        }
+        if varint_flags {
+            codec::put_varint(out, 0);
+            codec::put_varint(out, 0); // io_error
+        } else {
+            out.push(0);
+        }
+        if protocol < 30 {
+            codec::put_i32(out, 0); // io_error
+        }
+    }
+}
+
+#[derive(Default)]
+struct Encoder {
+    last_name: Vec<u8>,
+    mode: Option<u32>,
+    mtime: Option<i64>,
+}
+
+impl Encoder {
+    fn entry(
+        &mut self,
+        out: &mut Vec<u8>,
+        e: &FileEntry,
+        protocol: u32,
+        varint_flags: bool,
+        links: bool,
+    ) {
+        let mode = e.mode();
+        let mut xflags: u32 = if e.is_dir() && e.name == b"." {
+            XMIT_TOP_DIR
+        } else {
+            0
+        };
+        if self.mode == Some(mode) {
+            xflags |= XMIT_SAME_MODE;
+        } else {
+            self.mode = Some(mode);
+        }
+        // No -o/-g: rsync still sets the "same" bits.
+        xflags |= XMIT_SAME_UID | XMIT_SAME_GID;
+        if self.mtime == Some(e.mtime) {
+            xflags |= XMIT_SAME_TIME;
+        } else {
+            self.mtime = Some(e.mtime);
+        }
+        if e.mtime_nsec != 0 && protocol >= 31 {
+            xflags |= XMIT_MOD_NSEC;
+        }
+        let name = &e.name;
+        let l1 = name
+            .iter()
+            .zip(self.last_name.iter())
+            .take(255)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let l2 = name.len() - l1;
+        if l1 > 0 {
+            xflags |= XMIT_SAME_NAME;
+        }
+        if l2 > 255 {
+            xflags |= XMIT_LONG_NAME;
+        }
+        if varint_flags {
+            codec::put_varint(
+                out,
+                if xflags != 0 {
+                    xflags as i32
+                } else {
+                    XMIT_EXTENDED_FLAGS as i32
+                },
+            );
+        } else if protocol >= 28 {
+            if xflags == 0 && !e.is_dir() {
+                xflags |= XMIT_TOP_DIR;
+            }
+            if (xflags & 0xFF00) != 0 || xflags == 0 {
+                xflags |= XMIT_EXTENDED_FLAGS;
+                codec::put_u16(out, xflags as u16);
+            } else {
+                out.push(xflags as u8);
+            }
+        } else {
+            if xflags & 0xFF == 0 {
+                xflags |= if e.is_dir() {
+                    XMIT_LONG_NAME
+                } else {
+                    XMIT_TOP_DIR
+                };
+            }
+            out.push(xflags as u8);
+        }
+        if xflags & XMIT_SAME_NAME != 0 {
+            out.push(l1 as u8);
+        }
+        if xflags & XMIT_LONG_NAME != 0 {
+            codec::put_varint30(out, l2 as i32, protocol);
+        } else {
+            out.push(l2 as u8);
+        }
+        out.extend_from_slice(&name[l1..]);
+        codec::put_varlong30(out, e.size() as i64, 3, protocol);
+        if xflags & XMIT_SAME_TIME == 0 {
+            if protocol >= 30 {
+                codec::put_varlong(out, e.mtime, 4);
+            } else {
+                codec::put_i32(out, e.mtime as i32);
+            }
+        }
+        if xflags & XMIT_MOD_NSEC != 0 {
+            codec::put_varint(out, e.mtime_nsec as i32);
+        }
+        if xflags & XMIT_SAME_MODE == 0 {
+            codec::put_i32(out, mode as i32);
+        }
+        if let EntryKind::Symlink { target } = &e.kind
+            && links
+        {
+            codec::put_varint30(out, target.len() as i32, protocol);
+            out.extend_from_slice(target);
+        }
+        self.last_name.clear();
+        self.last_name.extend_from_slice(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(mut v: Vec<(&'static str, bool)>) -> Vec<&'static str> {
+        v.sort_by(|a, b| f_name_cmp(a.0.as_bytes(), a.1, b.0.as_bytes(), b.1));
+        v.into_iter().map(|x| x.0).collect()
+    }
+
+    #[test]
+    fn sort_order() {
+        let v = vec![
+            ("b", true),
+            ("a.b", true),
+            ("a", true),
+            ("z", false),
+            (".", true),
+            ("a/x", false),
+            ("a/sub", true),
+            ("a/sub/f", false),
+            ("a/y", false),
+            ("a.b/q", false),
+            ("b/c", false),
+            ("a-file", false),
+        ];
+        assert_eq!(
+            sorted(v),
+            [
+                ".", "a-file", "z", "a.b", "a.b/q", "a", "a/x", "a/y", "a/sub", "a/sub/f", "b",
+                "b/c"
+            ]
+        );
+    }
+
+    #[test]
+    fn sort_equal_and_prefix() {
+        assert_eq!(f_name_cmp(b"a", false, b"a", false), Ordering::Equal);
+        assert_eq!(f_name_cmp(b"a/b", true, b"a/b", true), Ordering::Equal);
+        assert_eq!(f_name_cmp(b"ab", false, b"a", false), Ordering::Greater);
+        assert_eq!(f_name_cmp(b"a", false, b"ab", false), Ordering::Less);
+        assert_eq!(f_name_cmp(b"d", true, b"d/e", false), Ordering::Less);
+        assert_eq!(f_name_cmp(b"d/e", false, b"d", true), Ordering::Greater);
+        // Bytes compare unsigned.
+        assert_eq!(f_name_cmp(b"\xff", false, b"a", false), Ordering::Greater);
+    }
+
+    #[test]
+    fn validation() {
+        assert!(validate_name(b"a/../b").is_err());
+        assert!(validate_name(b"/etc").is_err());
+        assert!(validate_name(b"a//b").is_err());
+        assert!(validate_name(b"a/").is_err());
+        assert!(validate_name(b"a b/\n\xff").is_ok());
+        assert!(FileList::new(vec![FileEntry::file("d/x", 1, 0, 0o644)], 0).is_err());
+        assert!(
+            FileList::new(
+                vec![
+                    FileEntry::file("x", 1, 0, 0o644),
+                    FileEntry::file("x", 1, 0, 0o644)
+                ],
+                0
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn encode_entry() {
+        let l = FileList::new(
+            vec![FileEntry::file("ab", 100000, 1_700_000_000, 0o644)],
+            1_700_000_000,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        l.encode(&mut out, 31, true, true);
+        // "." entry: flags TOP_DIR|SAME_UID|SAME_GID = 0x19
+        assert_eq!(out[0], 0x19);
+        assert_eq!(out[1], 1);
+        assert_eq!(out[2], b'.');
+        // second entry: SAME_UID|SAME_GID|SAME_TIME = 0x98 -> varint 0x80 0x98
+        let tail = &out[out.len() - 2..];
+        assert_eq!(tail, [0, 0]);
+    }
+}
