@@ -3,7 +3,9 @@
 //! Library crates never print; this binary decides what the user sees and which exit code they get:
 //! 0 success, 1 error, 2 bad usage, 3 data failed authentication (tampered, truncated, wrong key or path).
 
+mod cli_rsync;
 mod cli_seal;
+mod tree;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,8 @@ enum Command {
     SealName(cli_seal::SealNameArgs),
     /// Print the plaintext form of a sealed relative path.
     UnsealName(cli_seal::UnsealNameArgs),
+    /// Copy a tree like `rsync -a`, with offsite's own rsync protocol client.
+    Rsync(cli_rsync::RsyncArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Command::Unseal(a) => cli_seal::unseal(a),
         Command::SealName(a) => cli_seal::seal_name(a),
         Command::UnsealName(a) => cli_seal::unseal_name(a),
+        Command::Rsync(a) => cli_rsync::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
