@@ -420,12 +420,27 @@ pub fn seal_with_threads(
     Ok(sealer.stats())
 }
 
-/// The sealed length of `input` without keeping the output (one full pass: reads and seals everything).
+/// The exact sealed length of `input`, without sealing it: chunking and the compression decision (and
+/// deflate, for compressible chunks only) run, the MAC and the cipher do not. For incompressible data this
+/// costs a fraction of a seal, which is what lets a sender announce a file's sealed size in an rsync file
+/// list before producing its bytes.
 pub fn sealed_len(
     keys: &Keys,
     path: &RelPath,
     options: SealOptions,
     input: impl Read,
 ) -> io::Result<u64> {
-    seal(keys, path, options, input, io::sink()).map(|s| s.sealed_len)
+    let mut sizer = Sealer::new(keys, path, options, input);
+    let mut total = (HEADER_LEN + crate::format::TRAILER_LEN) as u64;
+    while let Some((at, n)) = sizer.next_chunk()? {
+        let chunk = &sizer.buf[at..at + n];
+        let payload = sizer
+            .inline
+            .compressor
+            .as_mut()
+            .and_then(|c| c.compress(chunk))
+            .map_or(n, <[u8]>::len);
+        total += (LEN_LEN + TAG_LEN + 1 + payload) as u64;
+    }
+    Ok(total)
 }

@@ -438,3 +438,29 @@ fn a_failing_input_fails_the_seal_with_its_error() {
         assert!(err.to_string().contains("disk on fire"));
     }
 }
+
+#[test]
+fn sealed_len_matches_the_real_seal_without_sealing() {
+    let text: Vec<u8> = (0..30_000)
+        .flat_map(|i| format!("{i} quick sizing\n").into_bytes())
+        .collect();
+    let mut mixed = random(500_000, 21);
+    mixed.extend_from_slice(&text);
+    for suite in SUITES {
+        let k = keys(suite);
+        let p = path("s/z");
+        for data in [&mixed[..], &text[..], &[][..], &b"1"[..]] {
+            for compress in [true, false] {
+                let opts = SealOptions { compress };
+                let mut out = Vec::new();
+                Sealer::new(&k, &p, opts, data)
+                    .read_to_end(&mut out)
+                    .unwrap();
+                assert_eq!(
+                    seal::sealed_len(&k, &p, opts, data).unwrap(),
+                    out.len() as u64
+                );
+            }
+        }
+    }
+}
