@@ -108,6 +108,70 @@ pub fn server_args(o: &ServerOptions, dest: &[u8]) -> Result<Vec<OsString>> {
     Ok(a)
 }
 
+/// Options of a pull or listing that shape the command line of the remote
+/// `rsync --server --sender`.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    /// Recurse into directories (`-r`); otherwise `-d` (the directory's
+    /// entries without their contents: give the path with a trailing `/`).
+    pub recursive: bool,
+    /// Send symlinks as symlinks (`-l`); otherwise the server skips them.
+    pub preserve_links: bool,
+    /// `--timeout=N` seconds.
+    pub timeout_secs: Option<u64>,
+    /// Ask the server to send its messages in-band (`--no-msgs2stderr`).
+    pub messages_in_band: bool,
+    /// Extra arguments inserted before `.` (e.g. `--protocol=30`).
+    pub extra: Vec<OsString>,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        SenderOptions {
+            recursive: true,
+            preserve_links: true,
+            timeout_secs: None,
+            messages_in_band: true,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Builds the arguments of a remote sender:
+/// `--server --sender -rlpte.LsfxCIvu ... . PATH...`.
+///
+/// A path ending in `/` transfers the directory's contents (names are
+/// relative to it); without the slash the names start with its last component.
+pub fn sender_args(o: &SenderOptions, paths: &[&[u8]]) -> Result<Vec<OsString>> {
+    if paths.is_empty() {
+        return Err(Error::InvalidInput("no remote path given".into()));
+    }
+    for p in paths {
+        if p.is_empty() || p.contains(&0) {
+            return Err(Error::InvalidInput("invalid remote path".into()));
+        }
+    }
+    let mut a: Vec<OsString> = vec!["--server".into(), "--sender".into()];
+    let mut letters = String::from(if o.recursive { "-r" } else { "-d" });
+    if o.preserve_links {
+        letters.push('l');
+    }
+    letters.push_str("pt");
+    letters.push('e');
+    letters.push_str(CLIENT_INFO);
+    a.push(letters.into());
+    if let Some(t) = o.timeout_secs {
+        a.push(format!("--timeout={t}").into());
+    }
+    if o.messages_in_band {
+        a.push("--no-msgs2stderr".into());
+    }
+    a.extend(o.extra.iter().cloned());
+    a.push(".".into());
+    a.extend(paths.iter().map(|p| OsString::from_vec(p.to_vec())));
+    Ok(a)
+}
+
 /// Quotes one argument for a POSIX shell (single quotes; `'` becomes `'\''`).
 /// Arguments made only of safe characters are left as they are.
 pub fn shell_quote(arg: &[u8]) -> Vec<u8> {
@@ -161,6 +225,17 @@ mod tests {
              --no-msgs2stderr . '/srv/it'\\''s here'"
         );
         assert_eq!(shell_quote(b""), b"''");
+        let a = sender_args(&SenderOptions::default(), &[b"/srv/data/"]).unwrap();
+        assert_eq!(
+            String::from_utf8(shell_command(b"rsync", &a)).unwrap(),
+            "rsync --server --sender -rlpte.LsfxCIvu --no-msgs2stderr . /srv/data/"
+        );
+        let o = SenderOptions {
+            recursive: false,
+            ..SenderOptions::default()
+        };
+        assert!(sender_args(&o, &[]).is_err());
+        assert!(sender_args(&o, &[b"a\0b"]).is_err());
         assert_eq!(shell_quote(b"a\nb"), b"'a\nb'");
     }
 }

@@ -11,6 +11,8 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_128_with_seed};
 
 /// Largest block length at protocol >= 30 (`MAX_BLOCK_SIZE`).
 pub const MAX_BLOCK_SIZE: u32 = 1 << 17;
+/// Largest block length before protocol 30 (`OLD_MAX_BLOCK_SIZE`).
+pub const OLD_MAX_BLOCK_SIZE: u32 = 8192;
 /// Default block length (`BLOCK_SIZE`).
 pub const BLOCK_SIZE: u32 = 700;
 /// Longest strong sum (`SUM_LENGTH`).
@@ -214,7 +216,7 @@ impl FileHasher {
 /// basis of `len` bytes (`sum_sizes_sqroot`, protocol >= 27, no `--block-size`).
 pub fn sum_sizes_sqroot(len: u64, protocol: u32, digest_len: usize) -> (u32, usize) {
     let max_blength: u64 = if protocol < 30 {
-        1 << 29
+        u64::from(OLD_MAX_BLOCK_SIZE)
     } else {
         MAX_BLOCK_SIZE as u64
     };
@@ -311,6 +313,7 @@ mod tests {
         assert_eq!(sum_sizes_sqroot(16 << 30, 31, 16).0, 131072);
         assert_eq!(sum_sizes_sqroot(1 << 40, 31, 16).0, 131072);
         assert_eq!(sum_sizes_sqroot(3_000_000, 31, 16).0, 1728);
+        assert_eq!(sum_sizes_sqroot(1 << 30, 29, 16).0, 8192);
         assert_eq!(sum_sizes_sqroot(1000, 31, 16).1, 2);
         let (_, s2) = sum_sizes_sqroot(1 << 30, 31, 16);
         assert!((2..=16).contains(&s2));

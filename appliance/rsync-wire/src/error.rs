@@ -89,6 +89,15 @@ pub enum Error {
         /// Error and warning messages the server sent in-band (bounded).
         messages: String,
     },
+    /// A pull finished cleanly, but some entries could not be written
+    /// locally or failed their checksum twice.
+    #[error("pull incomplete: {} entries failed, first: {}", failed.len(), fmt_failed(failed))]
+    PullFailed {
+        /// (name as listed, error text) for each failed entry.
+        failed: Vec<(Vec<u8>, String)>,
+        /// What was done.
+        stats: Box<crate::pull::PullStats>,
+    },
     /// The protocol finished, but the remote exited with a non-zero code.
     #[error(
         "remote rsync exited with code {code}; remote messages: {messages:?}; remote stderr: {stderr:?}"
@@ -101,6 +110,13 @@ pub enum Error {
         /// Error and warning messages the server sent in-band (bounded).
         messages: String,
     },
+}
+
+fn fmt_failed(f: &[(Vec<u8>, String)]) -> String {
+    match f.first() {
+        Some((n, e)) => format!("{:?}: {e}", String::from_utf8_lossy(n)),
+        None => "none".to_string(),
+    }
 }
 
 fn fmt_status(s: Option<i32>) -> String {

@@ -49,6 +49,14 @@ pub enum Event<'a> {
     RemoteIoError(i32),
     /// A file has been sent.
     FileDone(FileProgress<'a>),
+    /// A local file-system operation failed for one entry during a pull
+    /// (the entry is counted as failed; the run goes on).
+    LocalError {
+        /// Entry name as listed by the server.
+        name: &'a [u8],
+        /// Error text.
+        error: String,
+    },
     /// The content provider failed for a file; it was skipped (the run ends
     /// with a partial-transfer status).
     ContentError {

@@ -3,8 +3,11 @@
 
 use std::cmp::Ordering;
 
+use tokio::io::AsyncWrite;
+
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::mux::Conn;
 
 /// `S_IFMT` and friends (Linux values, which are also rsync's wire values).
 pub const S_IFMT: u32 = 0o170000;
@@ -26,6 +29,10 @@ const XMIT_SAME_GID: u32 = 1 << 4;
 const XMIT_SAME_NAME: u32 = 1 << 5;
 const XMIT_LONG_NAME: u32 = 1 << 6;
 const XMIT_SAME_TIME: u32 = 1 << 7;
+const XMIT_HLINKED: u32 = 1 << 9;
+const XMIT_USER_NAME_FOLLOWS: u32 = 1 << 10;
+const XMIT_GROUP_NAME_FOLLOWS: u32 = 1 << 11;
+const XMIT_IO_ERROR_ENDLIST: u32 = 1 << 12;
 const XMIT_MOD_NSEC: u32 = 1 << 13;
 
 /// What an entry is.
@@ -393,8 +400,9 @@ impl FileList {
     }
 
     /// The list in the order of `protocol`: before 29, rsync sorts plain path
-    /// bytes (directories are not moved after files); returns `None` when the
-    /// current order already fits.
+    /// bytes (directories are not moved after files, and `.` is not special:
+    /// ` x` or `-x` sort before it); returns `None` when the current order
+    /// already fits.
     pub fn for_protocol(&self, protocol: u32) -> Option<FileList> {
         if protocol >= 29 {
             return None;
@@ -405,14 +413,7 @@ impl FileList {
             .copied()
             .zip(self.entries.iter().cloned())
             .collect();
-        let key = |e: &FileEntry| -> Vec<u8> {
-            if e.name == b"." {
-                Vec::new()
-            } else {
-                e.name.clone()
-            }
-        };
-        v.sort_by_key(|a| key(&a.1));
+        v.sort_by(|a, b| a.1.name.cmp(&b.1.name));
         let (caller_index, entries) = v.into_iter().unzip();
         Some(FileList {
             entries,
@@ -557,6 +558,288 @@ impl Encoder {
         self.last_name.clear();
         self.last_name.extend_from_slice(name);
     }
+}
+
+/// Bounds applied to a file list received from a server.
+#[derive(Debug, Clone, Copy)]
+pub struct ListLimits {
+    /// Most entries accepted.
+    pub max_entries: usize,
+    /// Most bytes of names plus symlink targets accepted in total.
+    pub max_name_bytes: usize,
+}
+
+impl Default for ListLimits {
+    fn default() -> Self {
+        ListLimits {
+            max_entries: 1 << 20,
+            max_name_bytes: 128 << 20,
+        }
+    }
+}
+
+/// A file list received from a remote sender, in index order.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedList {
+    /// Entries sorted as both sides index them.
+    pub entries: Vec<FileEntry>,
+    /// The io_error value the sender reported with the list.
+    pub io_error: i32,
+}
+
+fn unsafe_name(name: &[u8], why: &str) -> Error {
+    Error::protocol(format!(
+        "server sent an unsafe file name {:?}: {why}",
+        lossy(&name[..name.len().min(256)])
+    ))
+}
+
+/// Checks a name received from a server: relative, no `..`/`.`/empty
+/// components, no NUL, bounded length. `.` alone is the transfer root.
+pub fn check_received_name(name: &[u8]) -> Result<()> {
+    if name.contains(&0) {
+        return Err(unsafe_name(name, "contains NUL"));
+    }
+    if name.first() == Some(&b'/') {
+        return Err(unsafe_name(name, "absolute path"));
+    }
+    validate_name(name).map_err(|e| unsafe_name(name, &e.to_string()))
+}
+
+async fn read_varlong<W: AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, W>,
+    min_bytes: usize,
+) -> Result<i64> {
+    let mut head = [0u8; 8];
+    conn.read_exact(&mut head[..min_bytes]).await?;
+    let n = codec::extra_bytes(head[0]);
+    if min_bytes + n > 9 {
+        return Err(Error::protocol(format!(
+            "malformed varlong header {:#04x}",
+            head[0]
+        )));
+    }
+    let mut extra = [0u8; 8];
+    conn.read_exact(&mut extra[..n]).await?;
+    codec::finish_varlong(&head[..min_bytes], &extra[..n])
+}
+
+/// `read_varlong30`: longint before protocol 30, varlong from 30 on.
+pub(crate) async fn read_varlong30<W: AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, W>,
+    min_bytes: usize,
+) -> Result<i64> {
+    if conn.protocol >= 30 {
+        return read_varlong(conn, min_bytes).await;
+    }
+    let v = conn.read_i32().await?;
+    if v != -1 {
+        return Ok(i64::from(v));
+    }
+    let mut b = [0u8; 8];
+    conn.read_exact(&mut b).await?;
+    Ok(i64::from_le_bytes(b))
+}
+
+async fn read_varint30<W: AsyncWrite + Unpin>(conn: &mut Conn<'_, W>) -> Result<i32> {
+    if conn.protocol >= 30 {
+        conn.read_varint().await
+    } else {
+        conn.read_i32().await
+    }
+}
+
+/// Reads the file list a remote sender sends (`recv_file_list`,
+/// `recv_file_entry`) for our options (`-r`/`-d`, `-l`, `-p`, `-t`, no
+/// owners, devices, hard links or checksums), validates every name and
+/// sorts the list into index order. Every allocation is bounded by `limits`.
+pub(crate) async fn recv_list<W: AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, W>,
+    varint_flags: bool,
+    preserve_links: bool,
+    limits: &ListLimits,
+) -> Result<ReceivedList> {
+    let proto = conn.protocol;
+    let mut entries: Vec<FileEntry> = Vec::new();
+    let mut io_error = 0i32;
+    let mut last_name: Vec<u8> = Vec::new();
+    let mut mode: u32 = 0;
+    let mut mtime: i64 = 0;
+    let mut name_bytes = 0usize;
+    loop {
+        let flags: u32 = if varint_flags {
+            let f = conn.read_varint().await?;
+            if f == 0 {
+                io_error |= conn.read_varint().await?;
+                break;
+            }
+            f as u32
+        } else {
+            let f = u32::from(conn.read_u8().await?);
+            if f == 0 {
+                break;
+            }
+            let mut f = f;
+            if proto >= 28 && f & XMIT_EXTENDED_FLAGS != 0 {
+                f |= u32::from(conn.read_u8().await?) << 8;
+                if proto >= 30 && f == XMIT_EXTENDED_FLAGS | XMIT_IO_ERROR_ENDLIST {
+                    io_error |= conn.read_varint().await?;
+                    break;
+                }
+            }
+            f
+        };
+        if entries.len() >= limits.max_entries {
+            return Err(Error::range(
+                "file-list entry count",
+                entries.len() as i64 + 1,
+                format!("<= {}", limits.max_entries),
+            ));
+        }
+        if proto >= 28 && flags & XMIT_HLINKED != 0 {
+            return Err(Error::protocol(
+                "file list has hard-link data we did not ask for",
+            ));
+        }
+        if proto >= 30 && flags & (XMIT_USER_NAME_FOLLOWS | XMIT_GROUP_NAME_FOLLOWS) != 0 {
+            return Err(Error::protocol(
+                "file list has owner names we did not ask for",
+            ));
+        }
+        let l1 = if flags & XMIT_SAME_NAME != 0 {
+            usize::from(conn.read_u8().await?)
+        } else {
+            0
+        };
+        if l1 > last_name.len() {
+            return Err(Error::range(
+                "shared name prefix",
+                l1 as i64,
+                format!("<= {}", last_name.len()),
+            ));
+        }
+        let l2 = if flags & XMIT_LONG_NAME != 0 {
+            read_varint30(conn).await?
+        } else {
+            i32::from(conn.read_u8().await?)
+        };
+        if l2 < 0 || l1 + l2 as usize > MAX_PATH {
+            return Err(Error::range(
+                "file name length",
+                l1 as i64 + i64::from(l2),
+                format!("0..={MAX_PATH}"),
+            ));
+        }
+        let mut name = Vec::with_capacity(l1 + l2 as usize);
+        name.extend_from_slice(&last_name[..l1]);
+        name.resize(l1 + l2 as usize, 0);
+        conn.read_exact(&mut name[l1..]).await?;
+        check_received_name(&name)?;
+        let size = read_varlong30(conn, 3).await?;
+        if size < 0 {
+            return Err(Error::range("file size", size, ">= 0"));
+        }
+        if flags & XMIT_SAME_TIME == 0 {
+            mtime = if proto >= 30 {
+                read_varlong(conn, 4).await?
+            } else {
+                i64::from(conn.read_i32().await?)
+            };
+        }
+        let nsec = if proto >= 31 && flags & XMIT_MOD_NSEC != 0 {
+            let n = conn.read_varint().await?;
+            if !(0..1_000_000_000).contains(&n) {
+                return Err(Error::range("mtime nanoseconds", n.into(), "0..1000000000"));
+            }
+            n as u32
+        } else {
+            0
+        };
+        if flags & XMIT_SAME_MODE == 0 {
+            mode = conn.read_i32().await? as u32;
+        }
+        let kind = match mode & S_IFMT {
+            S_IFREG => EntryKind::File { size: size as u64 },
+            S_IFDIR => EntryKind::Dir,
+            S_IFLNK if preserve_links => {
+                let len = read_varint30(conn).await?;
+                if len <= 0 || len as usize > MAX_PATH {
+                    return Err(Error::range(
+                        "symlink target length",
+                        len.into(),
+                        format!("1..={MAX_PATH}"),
+                    ));
+                }
+                let mut t = vec![0u8; len as usize];
+                conn.read_exact(&mut t).await?;
+                if t.contains(&0) {
+                    return Err(unsafe_name(&name, "symlink target contains NUL"));
+                }
+                name_bytes += t.len();
+                EntryKind::Symlink { target: t }
+            }
+            other => {
+                return Err(Error::protocol(format!(
+                    "file list entry {:?} has unsupported type {other:#o}",
+                    lossy(&name)
+                )));
+            }
+        };
+        name_bytes += name.len();
+        if name_bytes > limits.max_name_bytes {
+            return Err(Error::range(
+                "total file-list name bytes",
+                name_bytes as i64,
+                format!("<= {}", limits.max_name_bytes),
+            ));
+        }
+        if name == b"." && !matches!(kind, EntryKind::Dir) {
+            return Err(unsafe_name(&name, "'.' is not a directory"));
+        }
+        last_name.clear();
+        last_name.extend_from_slice(&name);
+        entries.push(FileEntry {
+            name,
+            kind,
+            mtime,
+            mtime_nsec: nsec,
+            perms: mode & 0o7777,
+        });
+    }
+    if proto < 30 {
+        io_error |= conn.read_i32().await?;
+    }
+    sort_received(&mut entries, proto)?;
+    Ok(ReceivedList { entries, io_error })
+}
+
+/// Sorts a received list into index order (`flist_sort_and_clean`) and checks
+/// that names are unique and every parent is a listed directory.
+pub fn sort_received(entries: &mut [FileEntry], protocol: u32) -> Result<()> {
+    if protocol >= 29 {
+        entries.sort_by(|a, b| f_name_cmp(&a.name, a.is_dir(), &b.name, b.is_dir()));
+    } else {
+        // Before 29 `f_name_cmp` compares the joined path bytes; "." is not
+        // special (names starting with a byte below '.' sort before it).
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    let mut names: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    for e in entries.iter() {
+        if !names.insert(&e.name) {
+            return Err(unsafe_name(&e.name, "listed twice"));
+        }
+        if e.is_dir() {
+            dirs.insert(&e.name);
+        }
+    }
+    for e in entries.iter() {
+        let (d, _) = split(&e.name);
+        if !d.is_empty() && !dirs.contains(d) {
+            return Err(unsafe_name(&e.name, "its parent is not a listed directory"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,16 +21,60 @@
 //! `--timeout` (keepalives every half of it, error after all of it),
 //! per-file progress and totals ([`PushStats`]).
 //!
+//! **Pull** ([`pull()`], [`pull_local`]: we are generator and receiver, the
+//! remote runs `rsync --server --sender`, command line from
+//! [`args::sender_args`]) into a local directory, at the same protocols.
+//! Include/exclude rules are sent as the filter list ([`FilterRule`];
+//! [`FilterRule::only`] selects one file or one folder of a tree). Files
+//! whose size and mtime match are skipped; for the others the local file is
+//! used as the basis (its block sums are sent, block size as rsync's
+//! `sum_sizes_sqroot`), the data is rebuilt into a temporary file in the same
+//! directory, the whole-file digest is verified, then mode, mtime (with
+//! nanoseconds at 31) and the name are set. A digest mismatch is redone once
+//! (full-length block sums); a second failure, or a local error, ends the pull
+//! with [`Error::PullFailed`] listing the entries (the session itself still
+//! finishes cleanly). Directories (modes and mtimes set last), symlinks
+//! (target stored as is) and empty files are created. Generator and receiver
+//! run concurrently. Memory is independent of file sizes (literal data is
+//! streamed, the basis is read one block at a time); the received file list
+//! is bounded by [`ListLimits`].
+//!
+//! **List-only** ([`list()`], [`list_local`]): the file list of a remote
+//! path, recursive (`-r`) or one level (`-d`), with names, sizes, mtimes,
+//! modes and symlink targets; nothing is transferred or written.
+//!
+//! ## Safety of a pull against a hostile server
+//! * Names that are absolute, contain `..`, `.` or empty components or NUL,
+//!   are listed twice, or whose parent is not a listed directory are refused
+//!   before anything is written ([`flist::check_received_name`]).
+//! * A name is only used below directories this session created or checked
+//!   to be real directories; a symlink or file where the list has a
+//!   directory is replaced, never followed. Temporary files are created with
+//!   `O_EXCL`, attributes are set through the open handle, the final rename
+//!   replaces (does not follow) a symlink, and a basis is only read when
+//!   `lstat` and the opened handle agree it is the same regular file.
+//! * Every length and count is checked before allocating: names and symlink
+//!   targets (<= 4095 bytes), entries and total name bytes ([`ListLimits`]),
+//!   the echoed sum head must equal the one we sent, block indices must be in
+//!   range, literal runs are streamed. Temporary files are removed when a
+//!   session fails half-way.
+
 //! # Layout
 //! * [`codec`] — int32/varint/varlong/ndx encodings
 //! * [`mux`] — multiplexed frames, message handling, keepalives
 //! * [`handshake`] — versions, compat flags, checksum negotiation, seed
 //! * [`checksum`] — rolling sum, block/file digests, block sizes
-//! * [`flist`] — entries, `f_name_cmp` order, file-list encoding
-//! * [`sender`] — per-file delta, redo pass, NDX_DONE phases
-//! * [`args`] — the `rsync --server` argument vector and shell quoting
+//! * [`flist`] — entries, `f_name_cmp` order, file-list encoding and
+//!   decoding (received names are validated and sorted here)
+//! * [`sender`] — per-file delta, redo pass, NDX_DONE phases (push)
+//! * `generator` — pull: directories, symlinks, quick check, block sums of
+//!   the basis, requests, phase sequence and goodbye
+//! * `receiver` — pull: tokens into a temporary file, digest check, redo
+//! * `dest` — pull: the local destination tree, never through a symlink
+//! * [`filter`] — include/exclude rules sent to a remote sender
+//! * [`args`] — the `rsync --server [--sender]` argument vectors, quoting
 //! * [`transport`] — the reader/writer/[`RemoteEnd`] boundary, local process
-//! * [`mod@push`] — the session tying it together
+//! * [`mod@push`], [`mod@pull`] — the sessions tying it together
 //!
 //! # Usage
 //! ```no_run
@@ -52,22 +96,40 @@
 //! println!("{} literal bytes", stats.literal_bytes);
 //! # Ok(()) }
 //! ```
+//! Pulling one folder of a remote tree into a local directory:
+//! ```no_run
+//! # async fn demo() -> rsync_wire::Result<()> {
+//! use rsync_wire::{FilterRule, PullOptions};
+//! let opts = PullOptions {
+//!     filters: FilterRule::only(b"photos/2024", true)?,
+//!     ..PullOptions::default()
+//! };
+//! let stats = rsync_wire::pull_local(
+//!     "rsync".as_ref(), b"/srv/backup/", "/restore".as_ref(), &opts, &mut |_event| {},
+//! ).await?;
+//! println!("{} files, {} literal bytes", stats.files_transferred, stats.literal_bytes);
+//! let entries = rsync_wire::list_local("rsync".as_ref(), b"/srv/backup/", false, &opts).await?;
+//! # let _ = entries;
+//! # Ok(()) }
+//! ```
 //! For another transport build a [`Connection`] (reader, writer and a
 //! [`RemoteEnd`] giving stderr and exit status), start the remote with
 //! [`args::server_args`] (shell-quoted by [`args::shell_command`]) and call
-//! [`push()`].
+//! [`push()`]; for a pull or a listing start it with [`args::sender_args`] and
+//! call [`pull()`] or [`list()`].
 //!
 //! # Protocol notes
 //! * The file list is sorted as rsync's `f_name_cmp` does: from protocol 29
-//!   files before subdirectories; before 29 plain byte order. Both sides
-//!   index files by that order.
+//!   files before subdirectories; before 29 plain byte order of the whole
+//!   path, `.` included (so ` x` and `-x` sort before `.`). Both sides index
+//!   files by that order; a received list is sorted the same way.
 //! * Exit status 23 (partial transfer) is returned as [`Error::RemoteExit`]
 //!   when a file could not be read; the other files are still transferred.
 //! * A file whose content read fails half-way is sent with a deliberately
 //!   wrong digest so the receiver discards it and asks again (redo pass).
 //!
 //! # Not done yet
-//! * Pull (client as receiver/generator) and the `rsync://` daemon protocol.
+//! * The `rsync://` daemon protocol.
 //! * SSH transport (to be added as another [`Connection`] provider).
 //! * Owners/groups (`-o`/`-g`), devices/specials, hard links (`-H`), ACLs,
 //!   xattrs, compression (`-z`), incremental recursion, `--bwlimit`,
@@ -75,24 +137,39 @@
 //! * Keepalives at protocol < 30 (only MSG_NOOP/empty DATA exist at 30/31).
 //! * On a content-provider failure at protocol < 30 the session fails
 //!   (there is no MSG_NO_SEND before 30).
+//! * Pull: symlink mtimes are not set (std has no `lutimes`), nor are
+//!   owners; `--delete` of local extras, `--partial`, `--inplace`,
+//!   `--link-dest`, `--checksum` and several remote paths in one session
+//!   are not offered; an existing directory where the server lists a file
+//!   or symlink is reported as a failed entry instead of being removed. The
+//!   size of each received file is not capped (a hostile server can fill the
+//!   disk, not the memory). Local file-system calls are blocking `std::fs`
+//!   calls made on the async task (short: one block or buffer each).
 
 pub mod args;
 pub mod checksum;
 pub mod codec;
+mod dest;
 pub mod error;
 pub mod events;
+pub mod filter;
 pub mod flist;
+mod generator;
 pub mod handshake;
 pub mod mux;
+pub mod pull;
 pub mod push;
+mod receiver;
 pub mod sender;
 pub mod transport;
 
-pub use args::{AltDest, ServerOptions};
+pub use args::{AltDest, SenderOptions, ServerOptions};
 pub use checksum::ChecksumKind;
 pub use error::{Error, Result};
 pub use events::{Event, FileProgress, MessageKind};
-pub use flist::{EntryKind, FileEntry, FileList};
+pub use filter::FilterRule;
+pub use flist::{EntryKind, FileEntry, FileList, ListLimits};
+pub use pull::{PullOptions, PullStats, list, list_local, pull, pull_local};
 pub use push::{PushOptions, push, push_list, push_local};
 pub use sender::{ContentSource, PushStats};
 pub use transport::{Connection, RemoteEnd, RemoteOutcome, spawn_local};

@@ -325,6 +325,8 @@ pub struct MsgState {
     pub errors: u64,
     /// Number of MSG_SUCCESS received.
     pub succeeded: u64,
+    /// Number of MSG_NO_SEND received (the sender could not open a file).
+    pub no_send: u64,
 }
 
 /// Our input side plus output, with message handling.
@@ -371,6 +373,45 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
             msgs: MsgState::default(),
             bytes_read: 0,
         }
+    }
+
+    /// Swaps the output for `out`, returning the old one: the pull session
+    /// hands the real writer to its generator and keeps reading here.
+    pub fn replace_out<W2: AsyncWrite + Unpin>(
+        self,
+        out: WireOut<W2>,
+    ) -> (WireOut<W>, Conn<'e, W2>) {
+        let Conn {
+            rx,
+            cur,
+            pos,
+            eof,
+            out: old,
+            protocol,
+            ndx_in,
+            ndx_out,
+            events,
+            io_timeout,
+            msgs,
+            bytes_read,
+        } = self;
+        (
+            old,
+            Conn {
+                rx,
+                cur,
+                pos,
+                eof,
+                out,
+                protocol,
+                ndx_in,
+                ndx_out,
+                events,
+                io_timeout,
+                msgs,
+                bytes_read,
+            },
+        )
     }
 
     /// Emits an event to the caller.
@@ -502,6 +543,7 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
             }
             tag::NO_SEND => {
                 int_payload(&payload)?;
+                self.msgs.no_send += 1;
             }
             other => {
                 return Err(Error::protocol(format!(

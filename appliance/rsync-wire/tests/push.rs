@@ -580,3 +580,24 @@ async fn bench_rolling_search() {
         s.matched_bytes
     );
 }
+
+/// Before protocol 29 both sides sort plain path bytes, "." included:
+/// names starting with a byte below '.' come before it.
+#[tokio::test]
+async fn push_names_sorting_before_dot() {
+    for p in [27, 29, 31] {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        make_tree(&src);
+        std::fs::write(src.join("-dash"), b"dash").unwrap();
+        std::fs::write(src.join(" space"), b"space").unwrap();
+        std::fs::create_dir(src.join("!dir")).unwrap();
+        std::fs::write(src.join("!dir/f"), b"f").unwrap();
+        let dest = t.path().join("dest");
+        let arg = format!("--protocol={p}");
+        let (res, seen) = push_dir(&src, &dest, &opts_with(&[&arg])).await;
+        let stats = res.unwrap_or_else(|e| panic!("protocol {p}: {e}"));
+        assert_same_tree(&src, &dest);
+        assert_eq!(stats.files_transferred, 13, "{seen:?}");
+    }
+}

@@ -232,7 +232,7 @@ pub async fn push_entries<C: ContentSource>(
                 p.redo,
             )),
             Event::ContentError { .. } => seen.content_errors += 1,
-            Event::RemoteIoError(_) => {}
+            Event::RemoteIoError(_) | Event::LocalError { .. } => {}
         };
         rsync_wire::push_local(&rsync_path(), dest, files, source, opts, &mut cb).await
     };
