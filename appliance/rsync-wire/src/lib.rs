@@ -161,6 +161,7 @@ pub mod pull;
 pub mod push;
 mod receiver;
 pub mod sender;
+pub mod throttle;
 pub mod transport;
 
 pub use args::{AltDest, SenderOptions, ServerOptions};
@@ -172,4 +173,5 @@ pub use flist::{EntryKind, FileEntry, FileList, ListLimits};
 pub use pull::{PullOptions, PullStats, list, list_local, pull, pull_local};
 pub use push::{PushOptions, push, push_list, push_local};
 pub use sender::{ContentSource, PushStats};
+pub use throttle::Throttled;
 pub use transport::{Connection, RemoteEnd, RemoteOutcome, spawn_local};
