@@ -204,11 +204,13 @@ async fn push(a: &RsyncArgs, spec: Option<&RemoteSpec>, dest_arg: &OsString) -> 
     .with_context(what)?;
     remote.close().await.ok();
     if a.stats {
-        println!("Literal data: {} bytes", stats.literal_bytes);
-        println!("Matched data: {} bytes", stats.matched_bytes);
-        println!("Files transferred: {}", stats.files_transferred);
-        println!("Total bytes sent: {}", stats.bytes_sent);
-        println!("Total bytes received: {}", stats.bytes_received);
+        print_stats(
+            stats.literal_bytes,
+            stats.matched_bytes,
+            stats.files_transferred,
+            stats.bytes_sent,
+            stats.bytes_received,
+        );
     }
     if !tree.skipped.is_empty() {
         bail!(
@@ -217,6 +219,15 @@ async fn push(a: &RsyncArgs, spec: Option<&RemoteSpec>, dest_arg: &OsString) -> 
         );
     }
     Ok(())
+}
+
+/// The `--stats` lines, named as rsync names them.
+fn print_stats(literal: u64, matched: u64, files: u64, sent: u64, received: u64) {
+    println!("Literal data: {literal} bytes");
+    println!("Matched data: {matched} bytes");
+    println!("Files transferred: {files}");
+    println!("Total bytes sent: {sent}");
+    println!("Total bytes received: {received}");
 }
 
 fn pull_options(a: &RsyncArgs) -> PullOptions {
@@ -245,11 +256,13 @@ async fn pull(a: &RsyncArgs, spec: &RemoteSpec, dest_arg: &OsString) -> Result<(
         .with_context(|| format!("pulling into {}", dest.display()))?;
     remote.close().await.ok();
     if a.stats {
-        println!("Literal data: {} bytes", stats.literal_bytes);
-        println!("Matched data: {} bytes", stats.matched_bytes);
-        println!("Files transferred: {}", stats.files_transferred);
-        println!("Total bytes sent: {}", stats.bytes_sent);
-        println!("Total bytes received: {}", stats.bytes_received);
+        print_stats(
+            stats.literal_bytes,
+            stats.matched_bytes,
+            stats.files_transferred,
+            stats.bytes_sent,
+            stats.bytes_received,
+        );
     }
     Ok(())
 }

@@ -166,18 +166,6 @@ fn open_input(p: &Path) -> Result<Box<dyn Read>> {
     })
 }
 
-/// Writes `output` through a temporary file next to it, renamed into place by `commit`.
-fn atomic_output(output: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".offsite-tmp-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file next to {}", output.display()))
-}
-
 pub fn seal(a: SealArgs) -> Result<()> {
     let keys = a.key.load()?;
     let path = RelPath::from_os(&a.path)?;
@@ -190,7 +178,8 @@ pub fn seal(a: SealArgs) -> Result<()> {
         let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
         seal::seal(&keys, &path, options, input, out).with_context(what)?;
     } else {
-        let mut tmp = atomic_output(&a.output)?;
+        let mut tmp = seal::temp_file_beside(&a.output)
+            .with_context(|| format!("creating a temporary file next to {}", a.output.display()))?;
         seal::seal(
             &keys,
             &path,

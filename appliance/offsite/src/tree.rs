@@ -44,7 +44,12 @@ pub fn walk(src: &OsStr) -> io::Result<LocalTree> {
     let bytes = src.as_bytes();
     let contents_only = bytes.len() > 1 && bytes.ends_with(b"/");
     let root = PathBuf::from(src);
-    let meta = fs::symlink_metadata(&root)?;
+    // `link/` means the folder the link points to, as in rsync; `link` is the link itself.
+    let meta = if contents_only {
+        fs::metadata(&root)?
+    } else {
+        fs::symlink_metadata(&root)?
+    };
     let mut tree = LocalTree {
         entries: Vec::new(),
         paths: Vec::new(),
@@ -59,14 +64,21 @@ pub fn walk(src: &OsStr) -> io::Result<LocalTree> {
         .map(|n| n.as_bytes().to_vec())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "source has no file name"))?;
     if let Some(e) = entry_for(name.clone(), &root, &meta)? {
-        let is_dir = e.is_dir();
-        tree.entries.push(e);
-        tree.paths.push(root.clone());
-        if is_dir {
-            walk_dir(&root, name, &mut tree);
-        }
+        tree.add(e, root, name);
     }
     Ok(tree)
+}
+
+impl LocalTree {
+    /// Records `entry` (content at `path`) and, for a folder, everything below it.
+    fn add(&mut self, entry: FileEntry, path: PathBuf, name: Vec<u8>) {
+        let is_dir = entry.is_dir();
+        self.entries.push(entry);
+        self.paths.push(path.clone());
+        if is_dir {
+            walk_dir(&path, name, self);
+        }
+    }
 }
 
 fn walk_dir(dir: &Path, prefix: Vec<u8>, tree: &mut LocalTree) {
@@ -93,14 +105,7 @@ fn walk_dir(dir: &Path, prefix: Vec<u8>, tree: &mut LocalTree) {
         name.extend_from_slice(item.file_name().as_bytes());
         let entry = fs::symlink_metadata(&path).and_then(|m| entry_for(name.clone(), &path, &m));
         match entry {
-            Ok(Some(e)) => {
-                let is_dir = e.is_dir();
-                tree.entries.push(e);
-                tree.paths.push(path.clone());
-                if is_dir {
-                    walk_dir(&path, name, tree);
-                }
-            }
+            Ok(Some(e)) => tree.add(e, path, name),
             Ok(None) => {}
             Err(e) => tree.skipped.push((path, e)),
         }

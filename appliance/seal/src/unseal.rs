@@ -363,10 +363,6 @@ pub fn unseal_to_file(
     dest: &Path,
     overwrite: bool,
 ) -> Result<UnsealStats> {
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
     let ctx = |what: &str| format!("{what} {}", dest.display());
     if !overwrite && dest.symlink_metadata().is_ok() {
         return Err(SealError::io(
@@ -374,9 +370,7 @@ pub fn unseal_to_file(
             io::Error::from(io::ErrorKind::AlreadyExists),
         ));
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".offsite-tmp-")
-        .tempfile_in(dir)
+    let mut tmp = temp_file_beside(dest)
         .map_err(|e| SealError::io(ctx("creating a temporary file for"), e))?;
     let stats = drain(
         Unsealer::new(keys, path, input),
@@ -392,6 +386,18 @@ pub fn unseal_to_file(
     };
     persisted.map_err(|e| SealError::io(ctx("renaming into"), e.error))?;
     Ok(stats)
+}
+
+/// A temporary file in `dest`'s folder (so a rename into place is atomic), named `.offsite-tmp-*` and
+/// removed if dropped before it is persisted. Everything offsite writes for a user goes through one.
+pub fn temp_file_beside(dest: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".offsite-tmp-")
+        .tempfile_in(dir)
 }
 
 /// Unseals a whole file in memory-bounded two passes: verify first, then write. For outputs that cannot be
