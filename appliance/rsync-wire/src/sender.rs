@@ -16,6 +16,9 @@ use crate::events::{Event, FileProgress};
 use crate::flist::{EntryKind, FileEntry, FileList, MAX_PATH};
 use crate::mux::{Conn, tag};
 
+/// Most block sums reserved before they arrive (the table then grows with
+/// the data received).
+const SUMS_PREALLOC: usize = 64 * 1024;
 /// Longest literal run in one token (`CHUNK_SIZE`).
 pub const CHUNK_SIZE: usize = 32 * 1024;
 /// How much we read from the content provider at once.
@@ -230,27 +233,28 @@ async fn read_sum_head<W: AsyncWrite + Unpin>(
         ));
     }
     let (count, s2length) = (count as u32, s2length as usize);
-    let table_len = (count as usize)
-        .checked_mul(s2length)
-        .ok_or_else(|| Error::range("block-sum table size", count.into(), "addressable memory"))?;
+    // The tables grow as the sums arrive: a claimed count alone (16 bytes
+    // from the peer) must not reserve tens of MiB.
+    let prealloc = (count as usize).min(SUMS_PREALLOC);
     let mut sums = Sums {
         count,
         blength: blength as u32,
         s2length,
         remainder: remainder as u32,
-        sum1: Vec::with_capacity(count as usize),
-        sum2: vec![0u8; table_len],
+        sum1: Vec::with_capacity(prealloc),
+        sum2: Vec::with_capacity(prealloc * s2length),
         order: Vec::new(),
         filter: Vec::new(),
         filter_shift: 31,
         bucket_start: Vec::new(),
         shift: 31,
     };
-    for i in 0..count as usize {
+    let mut s2 = [0u8; 16];
+    for _ in 0..count {
         let s1 = conn.read_i32().await? as u32;
         sums.sum1.push(s1);
-        conn.read_exact(&mut sums.sum2[i * s2length..(i + 1) * s2length])
-            .await?;
+        conn.read_exact(&mut s2[..s2length]).await?;
+        sums.sum2.extend_from_slice(&s2[..s2length]);
     }
     if count > 0 {
         sums.index();
@@ -312,7 +316,11 @@ async fn send_delta<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     };
     let blen = sums.blength as usize;
     let use_sums = sums.count > 0;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_SIZE + 2 * blen + READ_CHUNK);
+    // The window grows with the data actually read, up to `bound`: a peer's
+    // block length alone (up to 16 MiB before protocol 30) must not reserve
+    // memory for a file smaller than one block.
+    let bound = CHUNK_SIZE + blen.max(1) + READ_CHUNK;
+    let mut buf: Vec<u8> = Vec::with_capacity(bound.min(CHUNK_SIZE + 2 * READ_CHUNK));
     let mut start = 0usize; // first byte of the pending literal
     let mut win = 0usize; // first byte of the window
     let mut eof = false;
@@ -328,6 +336,11 @@ async fn send_delta<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
                 start = 0;
             }
             let old = buf.len();
+            if buf.capacity() < old + READ_CHUNK {
+                // Geometric growth, capped at the window's bound.
+                let cap = (buf.capacity() * 2).clamp(old + READ_CHUNK, bound.max(old + READ_CHUNK));
+                buf.reserve_exact(cap - old);
+            }
             buf.resize(old + READ_CHUNK, 0);
             // The window never holds more than one pending literal run, one
             // block and one read: memory does not depend on the file size.

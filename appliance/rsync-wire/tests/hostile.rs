@@ -8,6 +8,52 @@ use std::time::Duration;
 use rsync_wire::{Connection, FileEntry, PushOptions, RemoteEnd, RemoteOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Records the largest single allocation made on each thread since
+/// [`LargestAlloc::reset`] (the sessions here run on the test's thread).
+struct LargestAlloc;
+
+thread_local! {
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl LargestAlloc {
+    fn reset() {
+        let _ = LARGEST.try_with(|c| c.set(0));
+    }
+    fn largest() -> usize {
+        LARGEST.try_with(|c| c.get()).unwrap_or(0)
+    }
+    fn note(size: usize) {
+        let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
+    }
+}
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for LargestAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        Self::note(l.size());
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        Self::note(l.size());
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        Self::note(new);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: LargestAlloc = LargestAlloc;
+
 struct FakeRemote;
 
 impl RemoteEnd for FakeRemote {
@@ -213,4 +259,50 @@ async fn random_plausible_requests() {
     }
     // A script never completes the five-phase ending, so nothing succeeds.
     assert_eq!(ok, 0);
+}
+
+/// Found by `examples/fuzz_decoder.rs`: memory reserved from a value the
+/// peer merely claimed. Before protocol 30 a block length of up to 16 MiB
+/// is accepted, and the delta window reserved twice that (32 MiB) even for
+/// a 5000-byte file; a block-sum count of up to `max_block_sums` (4 Mi)
+/// reserved 64 + 16 MiB of tables before a single sum arrived. Both now
+/// grow with the data actually read or received.
+#[tokio::test(flavor = "current_thread")]
+async fn claimed_sizes_do_not_reserve_memory() {
+    // Protocol 29: ndx and iflags, then count 1, blength 16 MiB, s2length
+    // 2, remainder 0, and the one sum; then EOF while we send the delta.
+    let mut script = vec![29, 0, 0, 0];
+    script.extend_from_slice(&1i32.to_le_bytes());
+    let mut data = 1i32.to_le_bytes().to_vec();
+    data.extend_from_slice(&0x8000u16.to_le_bytes());
+    for v in [1i32, 1 << 24, 2, 0, 0x1234_5678] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    data.extend_from_slice(&[0xAB, 0xCD]);
+    script.extend(frame(0, &data));
+    LargestAlloc::reset();
+    let res = run_against(script).await;
+    let largest = LargestAlloc::largest();
+    assert!(res.is_err(), "{res:?}");
+    assert!(
+        largest < 1 << 20,
+        "a 16 MiB block length reserved {largest} bytes"
+    );
+
+    // Protocol 31: a count of exactly the limit, no sums, EOF.
+    let mut data = vec![0x02];
+    data.extend_from_slice(&0x8000u16.to_le_bytes());
+    for v in [4i32 << 20, 700, 16, 0] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut script = handshake();
+    script.extend(frame(0, &data));
+    LargestAlloc::reset();
+    let e = run_against(script).await.unwrap_err();
+    let largest = LargestAlloc::largest();
+    assert!(matches!(e, rsync_wire::Error::Session { .. }), "{e}");
+    assert!(
+        largest < 4 << 20,
+        "a claimed count of 4 Mi sums reserved {largest} bytes"
+    );
 }

@@ -49,6 +49,11 @@ const S_IFLNK: i32 = 0o120777;
 
 /// One file-list entry at protocol 31 (varint flags, no shared prefix).
 fn entry(out: &mut Vec<u8>, name: &[u8], size: i64, mode: i32) {
+    entry_at(out, name, size, mode, 1_600_000_000);
+}
+
+/// Like [`entry`] with a chosen mtime.
+fn entry_at(out: &mut Vec<u8>, name: &[u8], size: i64, mode: i32, mtime: i64) {
     let top = if name == b"." { 1 } else { 0 };
     codec::put_varint(out, 0x18 | top);
     if name.len() > 255 {
@@ -57,7 +62,7 @@ fn entry(out: &mut Vec<u8>, name: &[u8], size: i64, mode: i32) {
     out.push(name.len() as u8);
     out.extend_from_slice(name);
     codec::put_varlong(out, size, 3);
-    codec::put_varlong(out, 1_600_000_000, 4);
+    codec::put_varlong(out, mtime, 4);
     codec::put_i32(out, mode);
 }
 
@@ -567,4 +572,39 @@ async fn redo_at_protocol_27() {
         .unwrap();
     assert_eq!((stats.files_transferred, stats.files_redone), (1, 1));
     assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"hello");
+}
+
+/// Extreme mtimes (`i64::MIN`, `i64::MAX`) reach `SystemTime` arithmetic
+/// and `futimens` when a file or directory is finished: no panic, at worst
+/// a failed entry, nothing left behind.
+#[tokio::test]
+async fn extreme_mtimes_are_harmless() {
+    for mtime in [i64::MIN, i64::MIN + 1, i64::MAX] {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("dest");
+        let mut l = Vec::new();
+        entry_at(&mut l, b".", 0, S_IFDIR, mtime);
+        entry_at(&mut l, b"f", 5, S_IFREG, mtime);
+        end_list(&mut l);
+        let mut s = handshake();
+        s.extend(frame(0, &l));
+        let mut d = file_data(&[0x02], b"hello", &md5_digest(b"hello"));
+        d.push(0); // echo of NDX_DONE #1
+        d.extend(ending());
+        s.extend(frame(0, &d));
+        let res = pull_against(vec![s], vec![], &dest, &opts()).await;
+        match res {
+            Ok(_) => {}
+            Err(rsync_wire::Error::PullFailed { failed, .. }) => {
+                assert!(!failed.is_empty());
+            }
+            Err(e) => panic!("mtime {mtime}: {e}"),
+        }
+        only_dest(t.path());
+        // No temporary file is left behind.
+        for e in std::fs::read_dir(&dest).unwrap() {
+            let n = e.unwrap().file_name();
+            assert!(!n.to_string_lossy().starts_with('.'), "{n:?} left");
+        }
+    }
 }
