@@ -13,7 +13,7 @@ use crate::args::{self, SenderOptions};
 use crate::checksum::{ChecksumKind, SumParams};
 use crate::dest::Dest;
 use crate::error::{Error, Result};
-use crate::events::{Event, MessageKind};
+use crate::events::Event;
 use crate::filter::{self, FilterRule};
 use crate::flist::{self, FileEntry, ListLimits};
 use crate::generator::{self, GenCtx, GenReport, Shared};
@@ -21,9 +21,6 @@ use crate::handshake::{self, PROTOCOL_VERSION};
 use crate::mux::{self, Conn, WireOut};
 use crate::receiver::{self, RecvCtx, RecvReport};
 use crate::transport::{self, Connection};
-
-/// Most bytes of server messages kept for error values.
-const MESSAGES_LIMIT: usize = 16 * 1024;
 
 /// Options of a pull or a listing.
 #[derive(Debug, Clone)]
@@ -212,58 +209,15 @@ where
         writer,
         mut remote,
     } = conn;
-    let mut messages = String::new();
+    let mut messages = transport::MessageLog::default();
     let res = {
         let mut tee = |e: Event<'_>| {
-            if let Event::Message { kind, text } = &e
-                && *kind != MessageKind::Info
-                && messages.len() < MESSAGES_LIMIT
-            {
-                let room = MESSAGES_LIMIT - messages.len();
-                let t: String = text.chars().take(room).collect();
-                messages.push_str(&t);
-                messages.push('\n');
-            }
+            messages.record(&e);
             events(e);
         };
         run(reader, writer, dest, opts, &mut tee).await
     };
-    let grace = if res.is_ok() {
-        opts.exit_grace
-    } else {
-        Duration::from_secs(5)
-    };
-    let outcome = remote.finish(grace).await;
-    match res {
-        Ok(out) => match outcome.exit_status {
-            Some(0) => Ok(out),
-            Some(code) => Err(Error::RemoteExit {
-                code,
-                stderr: outcome.stderr,
-                messages,
-            }),
-            None => Err(Error::Session {
-                source: Box::new(Error::protocol("remote did not report an exit status")),
-                exit_status: None,
-                stderr: outcome.stderr,
-                messages,
-            }),
-        },
-        // The server gave up and closed: its exit code is the real cause.
-        Err(Error::UnexpectedEof(_)) if matches!(outcome.exit_status, Some(c) if c != 0) => {
-            Err(Error::RemoteExit {
-                code: outcome.exit_status.unwrap_or_default(),
-                stderr: outcome.stderr,
-                messages,
-            })
-        }
-        Err(e) => Err(Error::Session {
-            source: Box::new(e),
-            exit_status: outcome.exit_status,
-            stderr: outcome.stderr,
-            messages,
-        }),
-    }
+    transport::conclude(res, remote.as_mut(), opts.exit_grace, messages).await
 }
 
 async fn run<R, W>(

@@ -10,10 +10,8 @@ use crate::args::{self, ServerOptions};
 use crate::checksum::{ChecksumKind, MAX_BLOCK_SIZE, SumParams};
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::events::{Event, MessageKind};
+use crate::events::Event;
 
-/// Most bytes of server messages kept for error values.
-const MESSAGES_LIMIT: usize = 16 * 1024;
 use crate::flist::{FileEntry, FileList};
 use crate::handshake::{self, PROTOCOL_VERSION};
 use crate::mux::{self, Conn, WireOut};
@@ -129,51 +127,15 @@ where
         mut remote,
     } = conn;
     // Keep the server's error/warning texts for the error value too.
-    let mut messages = String::new();
+    let mut messages = transport::MessageLog::default();
     let res = {
         let mut tee = |e: Event<'_>| {
-            if let Event::Message { kind, text } = &e
-                && *kind != MessageKind::Info
-                && messages.len() < MESSAGES_LIMIT
-            {
-                let room = MESSAGES_LIMIT - messages.len();
-                let t: String = text.chars().take(room).collect();
-                messages.push_str(&t);
-                messages.push('\n');
-            }
+            messages.record(&e);
             events(e);
         };
         run(reader, writer, flist, content, opts, &mut tee).await
     };
-    // The writer is dropped by now: the remote sees EOF.
-    let grace = if res.is_ok() {
-        opts.exit_grace
-    } else {
-        Duration::from_secs(5)
-    };
-    let outcome = remote.finish(grace).await;
-    match res {
-        Ok(stats) => match outcome.exit_status {
-            Some(0) => Ok(stats),
-            Some(code) => Err(Error::RemoteExit {
-                code,
-                stderr: outcome.stderr,
-                messages,
-            }),
-            None => Err(Error::Session {
-                source: Box::new(Error::protocol("remote did not report an exit status")),
-                exit_status: None,
-                stderr: outcome.stderr,
-                messages,
-            }),
-        },
-        Err(e) => Err(Error::Session {
-            source: Box::new(e),
-            exit_status: outcome.exit_status,
-            stderr: outcome.stderr,
-            messages,
-        }),
-    }
+    transport::conclude(res, remote.as_mut(), opts.exit_grace, messages).await
 }
 
 /// Spawns a local `rsync --server` (at `rsync_path`) writing into `dest`

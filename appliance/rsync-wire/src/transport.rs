@@ -17,6 +17,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::events::{Event, MessageKind};
 
 /// Most stderr bytes kept from the remote.
 pub const STDERR_LIMIT: usize = 64 * 1024;
@@ -148,4 +149,72 @@ pub fn spawn_local(
             stderr_task: Some(task),
         }),
     })
+}
+
+/// Most bytes of the server's warnings and errors kept for the error value.
+const MESSAGES_LIMIT: usize = 16 * 1024;
+
+/// Keeps the server's warning and error texts (bounded) so a failed session can quote them.
+#[derive(Default)]
+pub(crate) struct MessageLog(String);
+
+impl MessageLog {
+    pub(crate) fn record(&mut self, e: &Event<'_>) {
+        if let Event::Message { kind, text } = e
+            && *kind != MessageKind::Info
+            && self.0.len() < MESSAGES_LIMIT
+        {
+            let room = MESSAGES_LIMIT - self.0.len();
+            self.0.extend(text.chars().take(room));
+            self.0.push('\n');
+        }
+    }
+}
+
+/// Ends a session whose protocol part returned `res` (our writer already dropped, so the remote sees
+/// EOF): waits for the remote (`exit_grace`, or 5 s after a failure) and folds its exit status, stderr
+/// and messages into the result. A session that ended early because the server quit reports the
+/// server's exit code, the real cause.
+pub(crate) async fn conclude<T>(
+    res: Result<T>,
+    remote: &mut dyn RemoteEnd,
+    exit_grace: Duration,
+    messages: MessageLog,
+) -> Result<T> {
+    let grace = if res.is_ok() {
+        exit_grace
+    } else {
+        Duration::from_secs(5)
+    };
+    let outcome = remote.finish(grace).await;
+    let messages = messages.0;
+    match res {
+        Ok(out) => match outcome.exit_status {
+            Some(0) => Ok(out),
+            Some(code) => Err(Error::RemoteExit {
+                code,
+                stderr: outcome.stderr,
+                messages,
+            }),
+            None => Err(Error::Session {
+                source: Box::new(Error::protocol("remote did not report an exit status")),
+                exit_status: None,
+                stderr: outcome.stderr,
+                messages,
+            }),
+        },
+        Err(Error::UnexpectedEof(_)) if matches!(outcome.exit_status, Some(c) if c != 0) => {
+            Err(Error::RemoteExit {
+                code: outcome.exit_status.unwrap_or_default(),
+                stderr: outcome.stderr,
+                messages,
+            })
+        }
+        Err(e) => Err(Error::Session {
+            source: Box::new(e),
+            exit_status: outcome.exit_status,
+            stderr: outcome.stderr,
+            messages,
+        }),
+    }
 }
