@@ -77,21 +77,37 @@ impl ChunkSealer {
     }
 }
 
-/// A chunk to seal, and the buffer to put its record in (both recycled).
+/// Chunks handed to a worker in one message (a handoff between threads costs about as much as sealing
+/// a small chunk, so they travel in batches): their plaintext back to back, and their lengths.
 struct Job {
-    chunk: Vec<u8>,
-    record: Vec<u8>,
+    plain: Vec<u8>,
+    lens: Vec<usize>,
+    /// The sealed records, back to back (filled by the worker; buffers are recycled).
+    records: Vec<u8>,
+    /// Per chunk: tag and whether it was compressed.
+    tags: Vec<([u8; TAG_LEN], bool)>,
 }
 
-struct Done {
-    job: Job,
-    tag: [u8; TAG_LEN],
-    compressed: bool,
+/// Plaintext bytes per batch.
+const BATCH_BYTES: usize = 256 * 1024;
+
+impl Job {
+    fn seal_all(&mut self, sealer: &mut ChunkSealer, scratch: &mut Vec<u8>) {
+        self.records.clear();
+        self.tags.clear();
+        let mut at = 0;
+        for &n in &self.lens {
+            let (tag, compressed) = sealer.seal_chunk(&self.plain[at..at + n], scratch);
+            self.records.extend_from_slice(scratch);
+            self.tags.push((tag, compressed));
+            at += n;
+        }
+    }
 }
 
 struct Worker {
     jobs: mpsc::SyncSender<Job>,
-    done: mpsc::Receiver<Done>,
+    done: mpsc::Receiver<Job>,
     handle: Option<thread::JoinHandle<()>>,
 }
 
@@ -196,7 +212,7 @@ impl<R: Read> Sealer<R> {
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
             let (job_tx, job_rx) = mpsc::sync_channel::<Job>(2);
-            let (done_tx, done_rx) = mpsc::sync_channel::<Done>(2);
+            let (done_tx, done_rx) = mpsc::sync_channel::<Job>(2);
             let mut sealer = ChunkSealer {
                 cipher: ChunkCipher::new(k, k.suite),
                 compressor: options.compress.then(Compressor::new),
@@ -205,16 +221,10 @@ impl<R: Read> Sealer<R> {
             let spawned = thread::Builder::new()
                 .name(format!("offsite-seal-{i}"))
                 .spawn(move || {
+                    let mut scratch = Vec::with_capacity(LEN_LEN + TAG_LEN + MAX_BODY);
                     while let Ok(mut job) = job_rx.recv() {
-                        let (tag, compressed) = sealer.seal_chunk(&job.chunk, &mut job.record);
-                        if done_tx
-                            .send(Done {
-                                job,
-                                tag,
-                                compressed,
-                            })
-                            .is_err()
-                        {
+                        job.seal_all(&mut sealer, &mut scratch);
+                        if done_tx.send(job).is_err() {
                             break;
                         }
                     }
@@ -308,28 +318,38 @@ impl<R: Read> Sealer<R> {
         Ok(())
     }
 
+    /// Fills `out` with the next batch of records from the workers (or the trailer at the end).
     fn next_record_pooled(&mut self) -> io::Result<()> {
-        // Keep the workers busy: submit chunks until the pipeline is full or the input ends.
-        loop {
-            let full = self
-                .pool
-                .as_ref()
-                .is_none_or(|p| p.in_flight >= p.capacity());
-            if full {
-                break;
-            }
-            let Some((at, n)) = self.next_chunk()? else {
-                break;
-            };
+        // Keep the workers busy: submit batches until the pipeline is full or the input ends.
+        while !self.input_done || self.start < self.end {
             let Some(pool) = self.pool.as_mut() else {
                 break;
             };
+            if pool.in_flight >= pool.capacity() {
+                break;
+            }
             let mut job = pool.spare.pop().unwrap_or_else(|| Job {
-                chunk: Vec::with_capacity(MAX_CHUNK),
-                record: Vec::with_capacity(LEN_LEN + TAG_LEN + MAX_BODY),
+                plain: Vec::with_capacity(BATCH_BYTES + MAX_CHUNK),
+                lens: Vec::new(),
+                records: Vec::new(),
+                tags: Vec::new(),
             });
-            job.chunk.clear();
-            job.chunk.extend_from_slice(&self.buf[at..at + n]);
+            job.plain.clear();
+            job.lens.clear();
+            while job.plain.len() < BATCH_BYTES {
+                let Some((at, n)) = self.next_chunk()? else {
+                    break;
+                };
+                job.plain.extend_from_slice(&self.buf[at..at + n]);
+                job.lens.push(n);
+            }
+            let Some(pool) = self.pool.as_mut() else {
+                break;
+            };
+            if job.lens.is_empty() {
+                pool.spare.push(job);
+                break;
+            }
             let w = pool.next_submit;
             pool.workers[w].jobs.send(job).map_err(|_| worker_gone())?;
             pool.next_submit = (w + 1) % pool.workers.len();
@@ -343,18 +363,21 @@ impl<R: Read> Sealer<R> {
             return Ok(());
         }
         let w = pool.next_collect;
-        let done = pool.workers[w].done.recv().map_err(|_| worker_gone())?;
+        let mut job = pool.workers[w].done.recv().map_err(|_| worker_gone())?;
         pool.next_collect = (w + 1) % pool.workers.len();
         pool.in_flight -= 1;
-        let Done {
-            mut job,
-            tag,
-            compressed,
-        } = done;
-        std::mem::swap(&mut self.out, &mut job.record);
-        let plain = job.chunk.len();
-        pool.spare.push(job);
-        self.record_done(&tag, plain, compressed);
+        std::mem::swap(&mut self.out, &mut job.records);
+        for (&(tag, compressed), &n) in job.tags.iter().zip(&job.lens) {
+            self.trailer.update(&tag);
+            self.stats.chunks += 1;
+            self.stats.compressed_chunks += u64::from(compressed);
+            self.stats.plain_len += n as u64;
+        }
+        self.stats.sealed_len += self.out.len() as u64;
+        self.out_pos = 0;
+        if let Some(pool) = self.pool.as_mut() {
+            pool.spare.push(job);
+        }
         Ok(())
     }
 
