@@ -36,8 +36,8 @@ CFG
 for _ in $(seq 50); do ssh-keyscan -p "$port" 127.0.0.1 > "$work/known_hosts" 2>/dev/null && [ -s "$work/known_hosts" ] && break; sleep 0.1; done
 user=$(id -un)
 ssh_cmd="ssh -p $port -i $work/clientkey -o UserKnownHostsFile=$work/known_hosts -o BatchMode=yes"
-ours() { "$bin" rsync --port "$port" --identity "$work/clientkey" --known-hosts "$work/known_hosts" "$@"; }
-stock() { rsync -a -e "$ssh_cmd" "$@"; }
+ours=("$bin" rsync --port "$port" --identity "$work/clientkey" --known-hosts "$work/known_hosts")
+stock=(rsync -a -e "$ssh_cmd")
 
 # Data: one tree of big random files, one of many small files.
 mkdir -p "$work/big" "$work/small"
@@ -65,14 +65,13 @@ row() { # what ours_wall ours_cpu stock_wall stock_cpu
 }
 printf '%-34s %8s %8s %8s %8s %7s %7s\n' "push" "ours s" "ours cpu" "rsync s" "rsync cpu" "wall x" "cpu x"
 for set in big small; do
-  rm -rf "$work/r-ours" "$work/r-stock"
-  read -r ow oc < <(measure ours "$work/$set/" "$user@127.0.0.1:$work/r-ours")
-  read -r sw sc < <(measure stock "$work/$set/" "$user@127.0.0.1:$work/r-stock")
-  diff -r "$work/$set" "$work/r-ours" > /dev/null
+  read -r ow oc < <(measure "${ours[@]}" "$work/$set/" "$user@127.0.0.1:$work/r-ours-$set")
+  read -r sw sc < <(measure "${stock[@]}" "$work/$set/" "$user@127.0.0.1:$work/r-stock-$set")
+  diff -r "$work/$set" "$work/r-ours-$set" > /dev/null
   label="new: $set ($( [ $set = big ] && echo "${big_mib} MiB in 8 files" || echo "$small_files files"))"
   row "$label" "$ow" "$oc" "$sw" "$sc"
-  read -r ow oc < <(measure ours "$work/$set/" "$user@127.0.0.1:$work/r-ours")
-  read -r sw sc < <(measure stock "$work/$set/" "$user@127.0.0.1:$work/r-stock")
+  read -r ow oc < <(measure "${ours[@]}" "$work/$set/" "$user@127.0.0.1:$work/r-ours-$set")
+  read -r sw sc < <(measure "${stock[@]}" "$work/$set/" "$user@127.0.0.1:$work/r-stock-$set")
   row "unchanged: $set" "$ow" "$oc" "$sw" "$sc"
 done
 
@@ -81,7 +80,7 @@ for f in "$work"/big/f1.bin "$work"/big/f5.bin; do
   printf 'X' | dd of="$f" bs=1 seek=12345677 conv=notrunc status=none
   touch "$f"
 done
-ours_lit=$(ours --stats "$work/big/" "$user@127.0.0.1:$work/r-ours" | awk '/^Literal data:/ {print $3}')
-stock_lit=$(stock --stats "$work/big/" "$user@127.0.0.1:$work/r-stock" | awk '/^Literal data:/ {gsub(",","",$3); print $3}')
+ours_lit=$("${ours[@]}" --stats "$work/big/" "$user@127.0.0.1:$work/r-ours-big" | awk '/^Literal data:/ {print $3}')
+stock_lit=$("${stock[@]}" --stats "$work/big/" "$user@127.0.0.1:$work/r-stock-big" | awk '/^Literal data:/ {gsub(",","",$3); print $3}')
 printf '%-34s %12s %12s %7.3f\n' "delta: 2 x 1-byte edits" "$ours_lit" "$stock_lit" "$(echo "$ours_lit / $stock_lit" | bc -l)"
-diff -r "$work/big" "$work/r-ours" > /dev/null && echo "destination identical"
+diff -r "$work/big" "$work/r-ours-big" > /dev/null && echo "destination identical"
