@@ -117,15 +117,26 @@ pub struct LocalFiles<'a> {
     pub paths: &'a [PathBuf],
 }
 
-impl rsync_wire::ContentSource for LocalFiles<'_> {
-    type Reader = tokio::io::BufReader<tokio::fs::File>;
+/// Files up to this size are read in one blocking call: an async file costs a thread-pool round trip for
+/// the open and for every read, which dominated pushes of many small files.
+const READ_WHOLE_MAX: u64 = 256 * 1024;
 
-    async fn open(&mut self, index: usize, _entry: &FileEntry) -> io::Result<Self::Reader> {
+impl rsync_wire::ContentSource for LocalFiles<'_> {
+    type Reader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+    async fn open(&mut self, index: usize, entry: &FileEntry) -> io::Result<Self::Reader> {
         let path = self
             .paths
             .get(index)
-            .ok_or_else(|| io::Error::other("file index out of range"))?;
+            .ok_or_else(|| io::Error::other("file index out of range"))?
+            .clone();
+        if entry.size() <= READ_WHOLE_MAX {
+            let data = tokio::task::spawn_blocking(move || fs::read(path))
+                .await
+                .map_err(io::Error::other)??;
+            return Ok(Box::pin(io::Cursor::new(data)));
+        }
         let file = tokio::fs::File::open(path).await?;
-        Ok(tokio::io::BufReader::with_capacity(1 << 16, file))
+        Ok(Box::pin(tokio::io::BufReader::with_capacity(1 << 16, file)))
     }
 }
