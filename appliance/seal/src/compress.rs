@@ -64,20 +64,33 @@ impl Compressor {
     }
 }
 
-/// Inflates a raw deflate `payload` into `out`; `None` unless the payload is exactly one complete stream
-/// whose output fits in `out`.
-pub(crate) fn inflate_bounded(payload: &[u8], out: &mut [u8]) -> Option<usize> {
-    use miniz_oxide::inflate::TINFLStatus;
-    use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
-    let mut state = Box::<DecompressorOxide>::default();
-    let (status, consumed, produced) = decompress(
-        &mut state,
-        payload,
-        out,
-        0,
-        inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
-    );
-    (status == TINFLStatus::Done && consumed == payload.len()).then_some(produced)
+/// A reusable raw-deflate decompressor (its state, about 11 KiB, is allocated once per file).
+pub(crate) struct Inflater {
+    state: Box<miniz_oxide::inflate::core::DecompressorOxide>,
+}
+
+impl Inflater {
+    pub(crate) fn new() -> Inflater {
+        Inflater {
+            state: Box::default(),
+        }
+    }
+
+    /// Inflates a raw deflate `payload` into `out`; `None` unless the payload is exactly one complete
+    /// stream whose output fits in `out`.
+    pub(crate) fn inflate(&mut self, payload: &[u8], out: &mut [u8]) -> Option<usize> {
+        use miniz_oxide::inflate::TINFLStatus;
+        use miniz_oxide::inflate::core::{decompress, inflate_flags};
+        self.state.init();
+        let (status, consumed, produced) = decompress(
+            &mut self.state,
+            payload,
+            out,
+            0,
+            inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+        );
+        (status == TINFLStatus::Done && consumed == payload.len()).then_some(produced)
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +104,10 @@ mod tests {
         assert!(!worth_trying(&random));
         let text = b"the quick brown fox jumps over the lazy dog\n".repeat(200);
         assert!(worth_trying(&text));
+    }
+
+    fn inflate_bounded(payload: &[u8], out: &mut [u8]) -> Option<usize> {
+        Inflater::new().inflate(payload, out)
     }
 
     #[test]
@@ -114,13 +131,19 @@ mod tests {
         let mut small = vec![0u8; 1000];
         assert!(inflate_bounded(&packed, &mut small).is_none());
         assert!(inflate_bounded(b"\xff\xff\xff", &mut small).is_none());
-        // Exactly one complete stream: no trailing bytes, no cut-off stream.
+        // Exactly one complete stream: no trailing bytes, no cut-off stream; one Inflater serves many.
+        let mut inflater = Inflater::new();
         let text = b"abcdefgh".repeat(100);
         let mut packed = c.compress(&text).unwrap().to_vec();
         let mut out = vec![0u8; MAX_CHUNK];
-        assert_eq!(inflate_bounded(&packed, &mut out), Some(text.len()));
-        assert!(inflate_bounded(&packed[..packed.len() - 1], &mut out).is_none());
+        assert_eq!(inflater.inflate(&packed, &mut out), Some(text.len()));
+        assert!(
+            inflater
+                .inflate(&packed[..packed.len() - 1], &mut out)
+                .is_none()
+        );
+        assert_eq!(inflater.inflate(&packed, &mut out), Some(text.len()));
         packed.push(0);
-        assert!(inflate_bounded(&packed, &mut out).is_none());
+        assert!(inflater.inflate(&packed, &mut out).is_none());
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::chunker::MAX_CHUNK;
 use crate::cipher::ChunkCipher;
-use crate::compress::inflate_bounded;
+use crate::compress::Inflater;
 use crate::error::{Result, SealError};
 use crate::format::{
     CHUNKER_GEAR_V1, FLAG_DEFLATE, FLAG_RAW, HEADER_LEN, LEN_LEN, MAGIC, MAX_BODY, TAG_LEN,
@@ -50,6 +50,8 @@ pub struct Unsealer<R> {
     trailer: Option<blake3::Hasher>,
     record: Vec<u8>,
     plain: Vec<u8>,
+    /// Created at the first compressed chunk.
+    inflater: Option<Inflater>,
     plain_start: usize,
     plain_end: usize,
     state: State,
@@ -67,6 +69,7 @@ impl<R: Read> Unsealer<R> {
             trailer: None,
             record: vec![0u8; TAG_LEN + MAX_BODY],
             plain: vec![0u8; MAX_CHUNK],
+            inflater: None,
             plain_start: 0,
             plain_end: 0,
             state: State::Header,
@@ -205,12 +208,15 @@ impl<R: Read> Unsealer<R> {
                 payload.len()
             }
             FLAG_DEFLATE => {
+                let inflater = self.inflater.get_or_insert_with(Inflater::new);
                 let n =
-                    inflate_bounded(&body[1..], &mut self.plain).ok_or(SealError::BadChunk {
-                        offset,
-                        chunk,
-                        what: "compressed payload does not inflate to at most 64 KiB",
-                    })?;
+                    inflater
+                        .inflate(&body[1..], &mut self.plain)
+                        .ok_or(SealError::BadChunk {
+                            offset,
+                            chunk,
+                            what: "compressed payload does not inflate to at most 64 KiB",
+                        })?;
                 self.stats.compressed_chunks += 1;
                 n
             }
