@@ -58,6 +58,29 @@ pub(crate) fn system_time(mtime: i64, nsec: u32) -> SystemTime {
     }
 }
 
+/// Sets the modification time of the symlink at `p` itself, never of what
+/// it points to; the access time is left alone.
+// `tv_nsec` is an i64 on most targets but a 32-bit c_long on some: the
+// conversion is fallible there, not here.
+#[allow(clippy::unnecessary_fallible_conversions)]
+fn set_symlink_mtime(p: &Path, mtime: i64, nsec: u32) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT, utimensat};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: mtime,
+            // < 10^9 (checked when the list is read): fits a 32-bit c_long.
+            tv_nsec: nsec
+                .try_into()
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        },
+    };
+    utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+}
+
 impl Dest {
     /// Opens (creating it if needed) the destination directory, which must
     /// be a real directory.
@@ -258,21 +281,35 @@ impl Dest {
     }
 
     /// Creates symlink `name` -> `target` (the target is stored as it is and
-    /// never followed), replacing a file or symlink of that name.
-    pub(crate) fn make_symlink(&mut self, name: &[u8], target: &[u8]) -> io::Result<()> {
+    /// never followed), replacing a file or symlink of that name, and gives
+    /// the link itself mtime `mtime` + `nsec` (`utimensat` with
+    /// `AT_SYMLINK_NOFOLLOW`: the target's times are never touched). The time
+    /// is set on the new link before it is renamed into place, or on an
+    /// existing link that already has the right target.
+    pub(crate) fn make_symlink(
+        &mut self,
+        name: &[u8],
+        target: &[u8],
+        mtime: i64,
+        nsec: u32,
+    ) -> io::Result<()> {
         self.check_parent(name)?;
         let p = self.path(name);
         if let Ok(md) = fs::symlink_metadata(&p)
             && md.file_type().is_symlink()
             && fs::read_link(&p)?.as_os_str().as_bytes() == target
         {
+            if md.mtime() != mtime || md.mtime_nsec() != i64::from(nsec) {
+                set_symlink_mtime(&p, mtime, nsec)?;
+            }
             return Ok(());
         }
         loop {
             let tmp = self.temp_name(name);
             match std::os::unix::fs::symlink(OsStr::from_bytes(target), &tmp) {
                 Ok(()) => {
-                    let r = self.rename_over(&tmp, name);
+                    let r = set_symlink_mtime(&tmp, mtime, nsec)
+                        .and_then(|()| self.rename_over(&tmp, name));
                     if r.is_err() {
                         let _ = fs::remove_file(&tmp);
                     }

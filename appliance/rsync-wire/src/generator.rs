@@ -208,7 +208,7 @@ pub(crate) async fn generate<W: AsyncWrite + Unpin>(
                 }
                 EntryKind::Symlink { target } => {
                     report.symlinks += 1;
-                    lock(dest).make_symlink(&e.name, target)
+                    lock(dest).make_symlink(&e.name, target, e.mtime, e.mtime_nsec)
                 }
                 EntryKind::File { size } => {
                     let fresh = {

@@ -61,19 +61,11 @@ fn popts(protocol: u32) -> PullOptions {
     }
 }
 
-/// Like `assert_same_tree`, but symlink mtimes are not compared (we do not
-/// set them: std has no lutimes).
+/// Like `assert_same_tree` (symlink mtimes included, seconds), with the
+/// octal mode and mtime in the failure message.
 fn assert_same_pulled(a: &Path, b: &Path) {
-    let strip = |mut s: Snapshot| {
-        for v in s.values_mut() {
-            if v.0 == 'l' {
-                v.3 = 0;
-            }
-        }
-        s
-    };
-    let sa = strip(snapshot(a));
-    let sb = strip(snapshot(b));
+    let sa = snapshot(a);
+    let sb = snapshot(b);
     let ka: Vec<_> = sa
         .keys()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -449,6 +441,81 @@ async fn local_conflicts_are_reported_per_entry() {
     assert_eq!(stats.files_transferred, 1);
     assert_same_pulled(&src, &dest);
     std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+/// Sets the mtime (seconds + nanoseconds) of a symlink itself, with the
+/// stock `touch -h` (an independent tool, not our code).
+fn touch_link(p: &Path, secs: i64, nsec: u32) {
+    let st = std::process::Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg(format!("@{secs}.{nsec:09}"))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Symlinks get the sender's mtime on the link itself (nanoseconds at 31,
+/// seconds below), at creation and when only the time changed; what a link
+/// points to (inside or outside the destination) keeps its own mtime.
+#[tokio::test]
+async fn pull_sets_symlink_mtimes() {
+    for protocol in [31, 30, 27] {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("target"), b"outside").unwrap();
+        set_mtime(&outside.join("target"), 1_400_000_000);
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        std::fs::write(src.join("d/file"), b"file").unwrap();
+        set_mtime(&src.join("d/file"), 1_500_000_000);
+        let links: [(&str, std::path::PathBuf, i64, u32); 4] = [
+            ("rel", "d/file".into(), 1_600_000_001, 111_111_111),
+            ("d/up", "../rel".into(), 1_600_000_002, 222_222_222),
+            ("dangling", "no/such/thing".into(), 1_600_000_003, 0),
+            ("abs", outside.join("target"), 1_600_000_004, 444_444_444),
+        ];
+        for (name, target, secs, nsec) in &links {
+            std::os::unix::fs::symlink(target, src.join(name)).unwrap();
+            touch_link(&src.join(name), *secs, *nsec);
+        }
+        set_mtime(&src.join("d"), 1_500_000_000);
+        let dest = t.path().join("dest");
+        let (res, seen) = pull_dir(&src, &dest, &popts(protocol)).await;
+        let stats = res.unwrap_or_else(|e| panic!("protocol {protocol}: {e} {seen:?}"));
+        assert_eq!(stats.symlinks, 4, "{stats:?}");
+        let want_nsec = |n: u32| if protocol >= 31 { i64::from(n) } else { 0 };
+        for (name, target, secs, nsec) in &links {
+            let p = dest.join(name);
+            assert_eq!(&std::fs::read_link(&p).unwrap(), target);
+            assert_eq!(
+                mtime_nsec(&p),
+                (*secs, want_nsec(*nsec)),
+                "protocol {protocol}: {name}"
+            );
+        }
+        assert_same_pulled(&src, &dest);
+        // Following the links changed nothing they point to.
+        assert_eq!(mtime_nsec(&dest.join("d/file")), (1_500_000_000, 0));
+        assert_eq!(mtime_nsec(&outside.join("target")), (1_400_000_000, 0));
+        assert_eq!(std::fs::read(outside.join("target")).unwrap(), b"outside");
+
+        // Only a link's time changes on the source: the existing link (same
+        // target) gets the new time.
+        touch_link(&src.join("d/up"), 1_650_000_000, 5);
+        set_mtime(&src.join("d"), 1_500_000_000);
+        let (res, seen) = pull_dir(&src, &dest, &popts(protocol)).await;
+        res.unwrap_or_else(|e| panic!("protocol {protocol}: {e} {seen:?}"));
+        assert_eq!(
+            mtime_nsec(&dest.join("d/up")),
+            (1_650_000_000, want_nsec(5)),
+            "protocol {protocol}"
+        );
+        assert_same_pulled(&src, &dest);
+        assert_eq!(mtime_nsec(&outside.join("target")), (1_400_000_000, 0));
+    }
 }
 
 /// The session futures can be spawned on a multi-threaded runtime.
