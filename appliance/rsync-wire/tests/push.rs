@@ -601,3 +601,142 @@ async fn push_names_sorting_before_dot() {
         assert_eq!(stats.files_transferred, 13, "{seen:?}");
     }
 }
+
+/// Runs a push that is expected to fail on the server's side, guarded
+/// against hangs; returns the error text.
+async fn failing_push(
+    program: &std::ffi::OsStr,
+    src: &std::path::Path,
+    dest: &std::path::Path,
+) -> String {
+    let (res, seen) = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        push_dir_with(program, src, dest, &opts_with(&[])),
+    )
+    .await
+    .expect("the push hung after a server-side error");
+    let err = match res {
+        Ok(stats) => panic!("push succeeded: {stats:?} {seen:?}"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, Error::Session { .. } | Error::RemoteExit { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    eprintln!("{text}");
+    text
+}
+
+/// The server may not write the destination (it runs as `nobody`; root
+/// would bypass the permission bits): the error carries the server's own
+/// "Permission denied", for an existing directory (every file refused,
+/// exit 23) and for one it would have to create (fatal mkdir).
+#[tokio::test]
+async fn push_permission_denied_carries_servers_message() {
+    use common::peerfs;
+    let t = tempfile::tempdir().unwrap();
+    let Some(wrapper) = peerfs::rsync_as_nobody(t.path()) else {
+        return;
+    };
+    let src = t.path().join("src");
+    make_tree(&src);
+    let locked = t.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("existing"), b"untouched").unwrap();
+    peerfs::open_path_for_others(t.path(), &locked);
+    // Readable but not writable for nobody (owned by root, 0755).
+    assert_eq!(std::fs::metadata(&locked).unwrap().uid(), 0);
+
+    let text = failing_push(wrapper.as_os_str(), &src, &locked).await;
+    assert!(text.contains("Permission denied"), "{text}");
+    let text = failing_push(wrapper.as_os_str(), &src, &locked.join("new")).await;
+    assert!(text.contains("Permission denied"), "{text}");
+    assert!(text.contains("new"), "{text}");
+    // Nothing was written.
+    let names: Vec<_> = std::fs::read_dir(&locked)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["existing"]);
+    assert_eq!(
+        std::fs::read(locked.join("existing")).unwrap(),
+        b"untouched"
+    );
+
+    // The same tree into a directory nobody owns goes through (the wrapper
+    // itself is not what fails).
+    let open = t.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::os::unix::fs::chown(&open, Some(65534), Some(65534)).unwrap();
+    let (res, seen) = push_dir_with(wrapper.as_os_str(), &src, &open, &opts_with(&[])).await;
+    res.unwrap_or_else(|e| panic!("{e} {seen:?}"));
+    assert_eq!(
+        std::fs::read(open.join("a/b/big.bin")).unwrap(),
+        std::fs::read(src.join("a/b/big.bin")).unwrap()
+    );
+}
+
+/// The destination is on a read-only file system (which root cannot
+/// bypass): the server's "Read-only file system" is in the error and the
+/// existing files are unchanged.
+#[tokio::test]
+async fn push_to_read_only_fs_carries_servers_message() {
+    use common::peerfs;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_tree(&src);
+    let Some(mnt) = peerfs::Tmpfs::mount(&t.path().join("ro"), "16m") else {
+        return;
+    };
+    let dest = mnt.path.join("dest");
+    push_dir(&src, &dest, &opts_with(&[])).await.0.unwrap();
+    let before = snapshot(&dest);
+    mnt.remount_ro();
+    rewrite(&src.join("small.txt"), b"changed on the source\n");
+    std::fs::write(src.join("new file"), b"new").unwrap();
+    let text = failing_push(&rsync_path(), &src, &dest).await;
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(snapshot(&dest) == before, "destination changed");
+}
+
+/// The destination file system fills up half-way through a big file: the
+/// push ends with the server's "No space left on device" instead of hanging,
+/// the files already there are intact and no temporary file is left; once
+/// the big file is gone from the source, the next push completes.
+#[tokio::test]
+async fn push_disk_full_carries_servers_message_and_keeps_old_files() {
+    use common::peerfs;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("keep.txt"), b"keep me\n").unwrap();
+    let old = random_bytes(300_000, 7);
+    std::fs::write(src.join("old.bin"), &old).unwrap();
+    set_mtime(&src.join("keep.txt"), 1_600_000_000);
+    set_mtime(&src.join("old.bin"), 1_600_000_000);
+    let Some(mnt) = peerfs::Tmpfs::mount(&t.path().join("small"), "1m") else {
+        return;
+    };
+    let dest = mnt.path.join("dest");
+    push_dir(&src, &dest, &opts_with(&[])).await.0.unwrap();
+    let before = snapshot(&dest);
+
+    // 2 MiB do not fit in what is left of 1 MiB; old.bin changes too.
+    std::fs::write(src.join("big.bin"), random_bytes(2 << 20, 8)).unwrap();
+    let mut changed = old.clone();
+    changed[150_000] ^= 0xff;
+    rewrite(&src.join("old.bin"), &changed);
+    let text = failing_push(&rsync_path(), &src, &dest).await;
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(
+        snapshot(&dest) == before,
+        "destination changed or left over"
+    );
+
+    // Room again: the next push (without the big file) completes.
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    let (res, seen) = push_dir(&src, &dest, &opts_with(&[])).await;
+    res.unwrap_or_else(|e| panic!("{e} {seen:?}"));
+    assert_same_tree(&src, &dest);
+}

@@ -2,6 +2,8 @@
 //! Helpers for the interop tests: build a file list from a local tree, serve
 //! its contents, compare trees.
 
+pub mod peerfs;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
@@ -219,6 +221,28 @@ pub async fn push_entries<C: ContentSource>(
     dest: &Path,
     opts: &PushOptions,
 ) -> (rsync_wire::Result<PushStats>, Seen) {
+    push_entries_with(&rsync_path(), files, source, dest, opts).await
+}
+
+/// [`push_dir`] with another server program (a wrapper script).
+pub async fn push_dir_with(
+    program: &std::ffi::OsStr,
+    src: &Path,
+    dest: &Path,
+    opts: &PushOptions,
+) -> (rsync_wire::Result<PushStats>, Seen) {
+    let files = scan(src);
+    let mut source = DirSource::new(src);
+    push_entries_with(program, files, &mut source, dest, opts).await
+}
+
+pub async fn push_entries_with<C: ContentSource>(
+    program: &std::ffi::OsStr,
+    files: Vec<FileEntry>,
+    source: &mut C,
+    dest: &Path,
+    opts: &PushOptions,
+) -> (rsync_wire::Result<PushStats>, Seen) {
     let mut seen = Seen::default();
     let res = {
         let mut cb = |e: Event<'_>| match e {
@@ -234,7 +258,7 @@ pub async fn push_entries<C: ContentSource>(
             Event::ContentError { .. } => seen.content_errors += 1,
             Event::RemoteIoError(_) | Event::LocalError { .. } => {}
         };
-        rsync_wire::push_local(&rsync_path(), dest, files, source, opts, &mut cb).await
+        rsync_wire::push_local(program, dest, files, source, opts, &mut cb).await
     };
     (res, seen)
 }
