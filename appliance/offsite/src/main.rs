@@ -1,8 +1,10 @@
 //! `offsite`: the command-line face of the appliance.
 //!
 //! Library crates never print; this binary decides what the user sees and which exit code they get:
-//! 0 success, 1 error, 2 bad usage, 3 data failed authentication (tampered, truncated, wrong key or path).
+//! 0 success, 1 error, 2 bad usage, 3 data failed authentication (tampered, truncated, wrong key or path),
+//! 4 a backup finished but some entries could not be backed up (listed in its report).
 
+mod cli_backup;
 mod cli_rsync;
 mod cli_seal;
 mod tree;
@@ -21,6 +23,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a new config from the embedded default (and a new key, if there is none).
+    Init(cli_backup::InitArgs),
+    /// Back up the configured shares into new snapshots on the target.
+    Backup(cli_backup::BackupArgs),
     /// Create a new master key file (mode 0600; an existing file is never overwritten).
     Keygen(cli_seal::KeygenArgs),
     /// Encrypt one file into the sealed format (rsync-friendly, deterministic, authenticated).
@@ -38,6 +44,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Backup(a) => match cli_backup::backup(a) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::Init(a) => cli_backup::init(a),
         Command::Keygen(a) => cli_seal::keygen(a),
         Command::Seal(a) => cli_seal::seal(a),
         Command::Unseal(a) => cli_seal::unseal(a),

@@ -52,7 +52,8 @@ impl FilterRule {
         Ok(rules)
     }
 
-    fn text(&self) -> Vec<u8> {
+    /// The rule as rsync writes it: `+ PATTERN` or `- PATTERN`.
+    pub fn text(&self) -> Vec<u8> {
         let (p, pat) = match self {
             FilterRule::Include(p) => (&b"+ "[..], p),
             FilterRule::Exclude(p) => (&b"- "[..], p),

@@ -11,6 +11,7 @@ use crate::checksum::{ChecksumKind, MAX_BLOCK_SIZE, SumParams};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::events::Event;
+use crate::filter::FilterRule;
 
 use crate::flist::{FileEntry, FileList};
 use crate::handshake::{self, PROTOCOL_VERSION};
@@ -26,6 +27,9 @@ pub struct PushOptions {
     /// Exclude patterns sent as `- PATTERN` filter rules (only with
     /// `server.delete`; they protect matching destination items).
     pub excludes: Vec<Vec<u8>>,
+    /// Include/exclude rules sent before `excludes` (only with
+    /// `server.delete`): e.g. `+ /old/***` then `- *` deletes exactly `old`.
+    pub filters: Vec<FilterRule>,
     /// Highest protocol to offer (27..=31).
     pub protocol: u32,
     /// Checksums to offer, in order of preference.
@@ -45,6 +49,7 @@ impl Default for PushOptions {
         PushOptions {
             server: ServerOptions::default(),
             excludes: Vec::new(),
+            filters: Vec::new(),
             protocol: PROTOCOL_VERSION,
             checksums: vec![ChecksumKind::Xxh128, ChecksumKind::Md5],
             max_block_sums: 4 << 20,
@@ -69,11 +74,12 @@ pub fn prepare(files: Vec<FileEntry>, opts: &PushOptions) -> Result<FileList> {
             handshake::MIN_PROTOCOL_VERSION
         )));
     }
-    if !opts.excludes.is_empty() && !opts.server.delete {
+    if (!opts.excludes.is_empty() || !opts.filters.is_empty()) && !opts.server.delete {
         return Err(Error::InvalidInput(
             "exclude patterns are only sent with --delete".into(),
         ));
     }
+    crate::filter::validate(&opts.filters)?;
     for p in &opts.excludes {
         if p.is_empty() || p.contains(&0) || p.contains(&b'\n') || p.len() > 4096 {
             return Err(Error::InvalidInput("invalid exclude pattern".into()));
@@ -196,11 +202,8 @@ where
         // Filter list: only when the receiver expects one.
         if opts.server.delete {
             let out = conn.out.buf();
-            let mut rules: Vec<Vec<u8>> = opts
-                .excludes
-                .iter()
-                .map(|p| [&b"- "[..], p].concat())
-                .collect();
+            let mut rules: Vec<Vec<u8>> = opts.filters.iter().map(FilterRule::text).collect();
+            rules.extend(opts.excludes.iter().map(|p| [&b"- "[..], p].concat()));
             if let Some(pd) = &opts.server.partial_dir
                 && pd.first() != Some(&b'/')
             {

@@ -38,6 +38,9 @@ pub struct SealStats {
     pub compressed_chunks: u64,
     pub plain_len: u64,
     pub sealed_len: u64,
+    /// The trailer MAC (the file's last 32 bytes), once the seal is finished: it authenticates every chunk,
+    /// their order, count and length, so it identifies the sealed file (a manifest records it).
+    pub mac: [u8; 32],
 }
 
 /// Seals single chunks into records; one per thread.
@@ -392,6 +395,7 @@ impl<R: Read> Sealer<R> {
         self.out
             .extend_from_slice(&self.stats.plain_len.to_le_bytes());
         self.out.extend_from_slice(mac.as_bytes());
+        self.stats.mac = *mac.as_bytes();
         self.stats.sealed_len += self.out.len() as u64;
         self.finished = true;
         // Workers are no longer needed.

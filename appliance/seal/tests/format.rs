@@ -464,3 +464,26 @@ fn sealed_len_matches_the_real_seal_without_sealing() {
         }
     }
 }
+
+#[test]
+fn stats_carry_the_trailer_mac_and_exact_length() {
+    for suite in SUITES {
+        let k = keys(suite);
+        let p = path("docs/report.odt");
+        let data = random(200_000, 7);
+        let mut sealer = Sealer::new(&k, &p, SealOptions::default(), &data[..]);
+        let mut out = Vec::new();
+        sealer.read_to_end(&mut out).unwrap();
+        let stats = sealer.stats();
+        assert_eq!(stats.sealed_len, out.len() as u64);
+        assert_eq!(stats.mac[..], out[out.len() - 32..]);
+        assert_eq!(
+            seal::sealed_len(&k, &p, SealOptions::default(), &data[..]).unwrap(),
+            out.len() as u64
+        );
+        // Another content gives another MAC.
+        let mut other = Sealer::new(&k, &p, SealOptions::default(), &data[1..]);
+        io::copy(&mut other, &mut io::sink()).unwrap();
+        assert_ne!(other.stats().mac, stats.mac);
+    }
+}

@@ -1,0 +1,490 @@
+//! The configuration file (TOML, described in `docs/CONFIG.md`): where the state lives, which key seals,
+//! where the backups go, and which shares go there.
+//!
+//! Every error names the file, the line and the key. Relative paths are relative to the config file's
+//! folder, so a config and its key can travel together (a USB key, a test's temporary folder).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::exclude::Excludes;
+
+/// The embedded default configuration: what `offsite init` writes, with its placeholders filled in.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+/// A config file that could not be used, with the place that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line, when the problem is at one place.
+    pub line: Option<usize>,
+    /// The key, as a TOML path (`share[1].exclude[0]`), when there is one.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, ": {k}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How many snapshots of each period to keep (restic's and borg's `--keep-*` semantics: the newest
+/// snapshot of each of the last N days, ISO weeks, months, years that have one). The newest snapshot is
+/// always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub last: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            last: 1,
+            daily: 7,
+            weekly: 4,
+            monthly: 12,
+            yearly: 0,
+        }
+    }
+}
+
+/// Where the backups go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// SSH host; `None` means a folder on this machine, written by a locally spawned `rsync --server`.
+    pub host: Option<String>,
+    pub port: u16,
+    pub user: String,
+    /// The folder on the target that holds one folder per share (bytes, as the remote sees them).
+    pub path: String,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    /// The remote command (or the local program, for a folder target).
+    pub rsync_path: String,
+    pub bwlimit_kbps: Option<u64>,
+    /// An rsync session that sees no traffic for this long fails (keepalives are sent meanwhile).
+    pub timeout_secs: u64,
+}
+
+/// One share of the box.
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub encrypt: bool,
+    pub encrypt_names: bool,
+    /// Deflate chunks that pay (sealed shares only; changing it changes every sealed byte).
+    pub compress: bool,
+    pub exclude: Vec<String>,
+    pub excludes: Excludes,
+    pub retention: Retention,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub target: TargetConfig,
+    pub shares: Vec<ShareConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Spanned<String>,
+    key_file: Spanned<String>,
+    target: Spanned<RawTarget>,
+    #[serde(default)]
+    share: Vec<Spanned<RawShare>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    host: Option<Spanned<String>>,
+    port: Option<u16>,
+    user: Option<Spanned<String>>,
+    path: Spanned<String>,
+    identity_file: Option<Spanned<String>>,
+    known_hosts: Option<Spanned<String>>,
+    rsync_path: Option<Spanned<String>>,
+    bwlimit_kbps: Option<u64>,
+    timeout_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShare {
+    name: Spanned<String>,
+    path: Spanned<String>,
+    encrypt: Option<bool>,
+    encrypt_names: Option<Spanned<bool>>,
+    compress: Option<bool>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    retention: Option<Spanned<Retention>>,
+}
+
+/// Maps byte offsets of the source to line numbers.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn of(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.0.len());
+        self.0.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+}
+
+/// Share names become folder names on the target and appear in filter rules: keep them plain.
+pub fn check_share_name(name: &str) -> Result<(), String> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !ok_first || !ok_rest || name.len() > 64 {
+        return Err(format!(
+            "{name:?} is not a valid share name: use 1 to 64 letters, digits, '.', '_' or '-', starting \
+             with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates `file`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Validates `text`, read from `file` (relative paths are resolved against its folder).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let lines = Lines(text);
+        let err = |span: Option<Range<usize>>, key: Option<String>, message: String| ConfigError {
+            file: file.to_owned(),
+            line: span.map(|s| lines.of(s)),
+            key,
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = error_key(e.message());
+            err(e.span(), key, e.message().trim().to_owned())
+        })?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let resolve = |s: &Spanned<String>, key: &str| -> Result<PathBuf, ConfigError> {
+            if s.get_ref().is_empty() {
+                return Err(err(
+                    Some(s.span()),
+                    Some(key.into()),
+                    "must not be empty".into(),
+                ));
+            }
+            Ok(base.join(s.get_ref()))
+        };
+        let state_dir = resolve(&raw.state_dir, "state_dir")?;
+        let key_file = resolve(&raw.key_file, "key_file")?;
+
+        let t_span = raw.target.span();
+        let t = raw.target.into_inner();
+        if t.path.get_ref().is_empty() || t.path.get_ref().contains('\0') {
+            return Err(err(
+                Some(t.path.span()),
+                Some("target.path".into()),
+                "must be a non-empty path".into(),
+            ));
+        }
+        let host = match t.host {
+            Some(h) if h.get_ref().is_empty() => {
+                return Err(err(
+                    Some(h.span()),
+                    Some("target.host".into()),
+                    "must not be empty (leave it out for a folder on this machine)".into(),
+                ));
+            }
+            h => h,
+        };
+        let need =
+            |v: &Option<Spanned<String>>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
+                match v {
+                    Some(s) => resolve(s, key).map(Some),
+                    None if host.is_some() => Err(err(
+                        Some(t_span.clone()),
+                        Some(key.into()),
+                        "is required when target.host is set".into(),
+                    )),
+                    None => Ok(None),
+                }
+            };
+        let identity_file = need(&t.identity_file, "target.identity_file")?;
+        let known_hosts = need(&t.known_hosts, "target.known_hosts")?;
+        let user = match (&t.user, &host) {
+            (Some(u), _) if !u.get_ref().is_empty() => u.get_ref().clone(),
+            (Some(u), _) => {
+                return Err(err(
+                    Some(u.span()),
+                    Some("target.user".into()),
+                    "must not be empty".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    Some(t_span.clone()),
+                    Some("target.user".into()),
+                    "is required when target.host is set".into(),
+                ));
+            }
+            (None, None) => String::new(),
+        };
+        if host.is_none() && !t.path.get_ref().starts_with('/') {
+            return Err(err(
+                Some(t.path.span()),
+                Some("target.path".into()),
+                "must be an absolute path for a folder target".into(),
+            ));
+        }
+        let timeout_secs = match &t.timeout_secs {
+            Some(s) if *s.get_ref() == 0 => {
+                return Err(err(
+                    Some(s.span()),
+                    Some("target.timeout_secs".into()),
+                    "must be at least 1".into(),
+                ));
+            }
+            Some(s) => *s.get_ref(),
+            None => 300,
+        };
+        let rsync_path = match &t.rsync_path {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                return Err(err(
+                    Some(s.span()),
+                    Some("target.rsync_path".into()),
+                    "must not be empty".into(),
+                ));
+            }
+            Some(s) => s.get_ref().clone(),
+            None => "rsync".into(),
+        };
+        let target = TargetConfig {
+            host: host.map(Spanned::into_inner),
+            port: t.port.unwrap_or(22),
+            user,
+            path: t.path.into_inner(),
+            identity_file,
+            known_hosts,
+            rsync_path,
+            bwlimit_kbps: t.bwlimit_kbps.filter(|&k| k > 0),
+            timeout_secs,
+        };
+
+        let mut names = HashSet::new();
+        let mut shares = Vec::with_capacity(raw.share.len());
+        for (i, s) in raw.share.into_iter().enumerate() {
+            let s_span = s.span();
+            let s = s.into_inner();
+            let key = |k: &str| format!("share[{i}].{k}");
+            check_share_name(s.name.get_ref())
+                .map_err(|m| err(Some(s.name.span()), Some(key("name")), m))?;
+            if !names.insert(s.name.get_ref().clone()) {
+                return Err(err(
+                    Some(s.name.span()),
+                    Some(key("name")),
+                    format!("share {:?} is defined twice", s.name.get_ref()),
+                ));
+            }
+            let path = resolve(&s.path, &key("path"))?;
+            let encrypt = s.encrypt.unwrap_or(true);
+            let encrypt_names = match &s.encrypt_names {
+                Some(n) if *n.get_ref() && !encrypt => {
+                    return Err(err(
+                        Some(n.span()),
+                        Some(key("encrypt_names")),
+                        "needs encrypt = true".into(),
+                    ));
+                }
+                Some(n) => *n.get_ref(),
+                None => encrypt,
+            };
+            let patterns: Vec<String> = s.exclude.iter().map(|p| p.get_ref().clone()).collect();
+            let excludes = Excludes::new(&patterns).map_err(|(j, m)| {
+                err(
+                    Some(s.exclude[j].span()),
+                    Some(format!("share[{i}].exclude[{j}]")),
+                    m,
+                )
+            })?;
+            let (retention_span, retention) = match s.retention {
+                Some(r) => (r.span(), r.into_inner()),
+                None => (s_span.clone(), Retention::default()),
+            };
+            if retention.last == 0
+                && retention.daily == 0
+                && retention.weekly == 0
+                && retention.monthly == 0
+                && retention.yearly == 0
+            {
+                return Err(err(
+                    Some(retention_span),
+                    Some(key("retention")),
+                    "keeps nothing: set at least one of last, daily, weekly, monthly, yearly"
+                        .into(),
+                ));
+            }
+            shares.push(ShareConfig {
+                name: s.name.into_inner(),
+                path,
+                encrypt,
+                encrypt_names,
+                compress: s.compress.unwrap_or(true),
+                exclude: patterns,
+                excludes,
+                retention,
+            });
+        }
+        Ok(Config {
+            file: file.to_owned(),
+            state_dir,
+            key_file,
+            target,
+            shares,
+        })
+    }
+
+    /// The shares named in `names` (all when empty), or an error naming an unknown one.
+    pub fn select_shares(&self, names: &[String]) -> Result<Vec<&ShareConfig>, String> {
+        if names.is_empty() {
+            return Ok(self.shares.iter().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.shares.iter().find(|s| &s.name == n).ok_or_else(|| {
+                    format!(
+                        "{}: no share named {n:?} (shares: {})",
+                        self.file.display(),
+                        self.shares
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Pulls the key out of serde's messages ("missing field `path`", "unknown field `hots`").
+fn error_key(message: &str) -> Option<String> {
+    let start = message.find('`')?;
+    let rest = &message[start + 1..];
+    let end = rest.find('`')?;
+    Some(rest[..end].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/offsite/offsite.toml"), text)
+    }
+
+    const BASE: &str = "state_dir = \"state\"\nkey_file = \"/k\"\n[target]\npath = \"/backup\"\n";
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse(&format!(
+            "{BASE}[[share]]\nname = \"photos\"\npath = \"/srv/photos\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/offsite/state"));
+        assert_eq!(c.target.rsync_path, "rsync");
+        let s = &c.shares[0];
+        assert!(s.encrypt && s.encrypt_names && s.compress);
+        assert_eq!(s.retention, Retention::default());
+    }
+
+    #[test]
+    fn the_embedded_default_parses() {
+        let text = DEFAULT_CONFIG
+            .replace("@TARGET@", "/tmp/remote")
+            .replace("@SHARES@", "");
+        parse(&text).unwrap();
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let e = parse(&format!("{BASE}[[share]]\nname = \"a b\"\npath = \"/x\"\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(6), Some("share[0].name")));
+        let e = parse(&format!(
+            "{BASE}[[share]]\nname = \"a\"\npath = \"/x\"\nencrypt = false\nencrypt_names = true\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(9), Some("share[0].encrypt_names"))
+        );
+        let e = parse(&format!("{BASE}hots = 1\n")).unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert!(e.to_string().contains("hots"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[[share]]\nname = \"a\"\npath = \"/x\"\nexclude = [\"ok\", \"[\"]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("share[0].exclude[1]"));
+        assert_eq!(e.line, Some(8));
+        let e =
+            parse("state_dir = \"s\"\nkey_file = \"k\"\n[target]\nhost = \"nas\"\npath = \"b\"\n")
+                .unwrap_err();
+        assert!(
+            e.to_string().contains("is required when target.host"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{BASE}[[share]]\nname = \"a\"\npath = \"/x\"\n[[share]]\nname = \"a\"\npath = \"/y\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("twice"));
+        assert_eq!(e.line, Some(9));
+    }
+}

@@ -1,0 +1,320 @@
+//! File contents as the rsync sender asks for them: read from the share, sealed on the fly (encrypted
+//! shares) or passed through (plain shares), hashed for the manifest, and checked against what was
+//! announced in the file list.
+//!
+//! Reading and sealing run on a blocking thread; the bytes reach the protocol task through a small bounded
+//! channel, so sealing and the rsync delta run on two cores at once and memory stays at a few chunks per
+//! file, whatever its size. Small files are read and sealed in one blocking call (a thread round trip per
+//! small read would dominate).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use rsync_wire::FileEntry;
+use seal::{Keys, RelPath, SealOptions, Sealer};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::walk::Stat;
+
+/// Files up to this size are produced in one blocking call.
+const SMALL: u64 = 256 * 1024;
+/// Size of the pieces sent through the channel, and how many may wait in it.
+const PIECE: usize = 64 * 1024;
+const QUEUE: usize = 4;
+
+/// Where one entry's content comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Folders and symlinks sent as links: no content.
+    None,
+    /// Bytes already in memory (long-name side files, sealed symlink targets).
+    Inline(Arc<[u8]>),
+    /// A file of the share.
+    File(FileSpec),
+}
+
+/// A share file to read, and how.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    pub path: PathBuf,
+    /// What the walk saw: the file must still look like this when it is read.
+    pub stat: Stat,
+    /// `Some` for sealed content: the identity it is sealed under.
+    pub sealed_as: Option<RelPath>,
+    /// The size announced in the file list (sealed size, or the plain size).
+    pub remote_size: u64,
+}
+
+/// What happened to one entry's content.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Trailer MAC (sealed) or BLAKE3 (plain) of what was produced.
+    pub hash: Option<[u8; 32]>,
+    /// The last attempt failed, with this reason.
+    pub error: Option<String>,
+}
+
+/// Counters shared with the blocking threads.
+#[derive(Debug, Default)]
+pub struct ReadCounters {
+    pub files_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_produced: AtomicU64,
+}
+
+fn changed(what: &str) -> io::Error {
+    io::Error::other(format!(
+        "the file changed {what}; it will be backed up next run"
+    ))
+}
+
+fn same_file(meta: &std::fs::Metadata, stat: &Stat) -> bool {
+    meta.len() == stat.size
+        && meta.mtime() == stat.mtime
+        && u32::try_from(meta.mtime_nsec()).unwrap_or(0) == stat.mtime_nsec
+}
+
+/// Opens a share file and checks it is still the file the walk saw.
+fn open_checked(spec: &FileSpec) -> io::Result<File> {
+    let file = File::open(&spec.path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("no longer a regular file"));
+    }
+    if !same_file(&meta, &spec.stat) {
+        return Err(changed("since it was scanned"));
+    }
+    Ok(file)
+}
+
+/// Counts plaintext bytes as they are read.
+struct Counted<'a, R> {
+    inner: R,
+    counters: &'a ReadCounters,
+    total: u64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.total += n as u64;
+        self.counters
+            .bytes_read
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Reads `spec` and hands the bytes to be sent to `sink`, piece by piece; returns the hash. Fails if the
+/// file changed while being read, or if the result does not have the announced size.
+pub fn produce(
+    spec: &FileSpec,
+    keys: &Keys,
+    options: SealOptions,
+    counters: &ReadCounters,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<[u8; 32]> {
+    let file = open_checked(spec)?;
+    counters.files_read.fetch_add(1, Ordering::Relaxed);
+    let mut input = Counted {
+        inner: &file,
+        counters,
+        total: 0,
+    };
+    let mut buf = vec![0u8; PIECE];
+    let mut produced = 0u64;
+    let hash = match &spec.sealed_as {
+        Some(rel) => {
+            let mut sealer = Sealer::new(keys, rel, options, &mut input);
+            loop {
+                let n = sealer.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                produced += n as u64;
+                if produced > spec.remote_size {
+                    return Err(changed("while it was read"));
+                }
+                sink(&buf[..n])?;
+            }
+            sealer.stats().mac
+        }
+        None => {
+            let mut hasher = blake3::Hasher::new();
+            loop {
+                let n = input.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                produced += n as u64;
+                if produced > spec.remote_size {
+                    return Err(changed("while it was read"));
+                }
+                hasher.update(&buf[..n]);
+                sink(&buf[..n])?;
+            }
+            *hasher.finalize().as_bytes()
+        }
+    };
+    counters
+        .bytes_produced
+        .fetch_add(produced, Ordering::Relaxed);
+    let after = file.metadata()?;
+    if produced != spec.remote_size
+        || !same_file(&after, &spec.stat)
+        || input.total != spec.stat.size
+    {
+        return Err(changed("while it was read"));
+    }
+    Ok(hash)
+}
+
+/// The sealed size of a share file: chunking and the compression decisions, without the cipher.
+pub fn sealed_size(
+    spec: &FileSpec,
+    keys: &Keys,
+    options: SealOptions,
+    counters: &ReadCounters,
+) -> io::Result<u64> {
+    let rel = spec
+        .sealed_as
+        .as_ref()
+        .ok_or_else(|| io::Error::other("not a sealed file"))?;
+    let file = open_checked(spec)?;
+    counters.files_read.fetch_add(1, Ordering::Relaxed);
+    let input = Counted {
+        inner: &file,
+        counters,
+        total: 0,
+    };
+    seal::sealed_len(keys, rel, options, input)
+}
+
+/// The content of one batch, as the rsync sender asks for it.
+pub struct BatchContent {
+    pub sources: Arc<Vec<Source>>,
+    pub outcomes: Arc<Mutex<Vec<Outcome>>>,
+    pub keys: Keys,
+    pub options: SealOptions,
+    pub counters: Arc<ReadCounters>,
+}
+
+fn record(outcomes: &Mutex<Vec<Outcome>>, index: usize, result: &io::Result<[u8; 32]>) {
+    if let Ok(mut o) = outcomes.lock()
+        && let Some(slot) = o.get_mut(index)
+    {
+        match result {
+            Ok(h) => {
+                slot.hash = Some(*h);
+                slot.error = None;
+            }
+            Err(e) => slot.error = Some(e.to_string()),
+        }
+    }
+}
+
+enum Piece {
+    Data(Vec<u8>),
+    End,
+    Failed(io::Error),
+}
+
+/// Reads the pieces a producer thread sends; the stream is only complete with its end marker.
+pub struct PieceReader {
+    rx: mpsc::Receiver<Piece>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl AsyncRead for PieceReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.pos < self.cur.len() {
+                let n = buf.remaining().min(self.cur.len() - self.pos);
+                let pos = self.pos;
+                buf.put_slice(&self.cur[pos..pos + n]);
+                self.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Piece::Data(v))) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Poll::Ready(Some(Piece::End)) => self.done = true,
+                Poll::Ready(Some(Piece::Failed(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(io::Error::other(
+                        "the reading thread stopped before the end of the file",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl rsync_wire::ContentSource for BatchContent {
+    type Reader = Pin<Box<dyn AsyncRead + Send>>;
+
+    async fn open(&mut self, index: usize, _entry: &FileEntry) -> io::Result<Self::Reader> {
+        let spec = match self.sources.get(index) {
+            Some(Source::Inline(bytes)) => {
+                return Ok(Box::pin(io::Cursor::new(bytes.clone())));
+            }
+            Some(Source::File(spec)) => spec.clone(),
+            _ => return Err(io::Error::other("no content for this entry")),
+        };
+        let keys = self.keys.clone();
+        let options = self.options;
+        let counters = self.counters.clone();
+        let outcomes = self.outcomes.clone();
+        if spec.stat.size <= SMALL {
+            let data = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::with_capacity(spec.remote_size as usize);
+                let r = produce(&spec, &keys, options, &counters, &mut |b| {
+                    out.extend_from_slice(b);
+                    Ok(())
+                });
+                record(&outcomes, index, &r);
+                r.map(|_| out)
+            })
+            .await
+            .map_err(io::Error::other)??;
+            return Ok(Box::pin(io::Cursor::new(data)));
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::task::spawn_blocking(move || {
+            let r = produce(&spec, &keys, options, &counters, &mut |b| {
+                tx.blocking_send(Piece::Data(b.to_vec()))
+                    .map_err(|_| io::Error::other("the transfer stopped reading"))
+            });
+            record(&outcomes, index, &r);
+            let _ = tx.blocking_send(match r {
+                Ok(_) => Piece::End,
+                Err(e) => Piece::Failed(e),
+            });
+        });
+        Ok(Box::pin(PieceReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        }))
+    }
+}

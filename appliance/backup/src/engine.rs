@@ -1,0 +1,988 @@
+//! One backup run: every selected share into a new snapshot on the target.
+//!
+//! Per share:
+//! 1. list the share's snapshots on the target (creating the share's folder on the first run);
+//! 2. walk the share in walk order, merging the previous index: a file whose size, mtime, ctime and inode
+//!    match its index record is taken as is (sealed size and hash from the index, nothing read);
+//! 3. every [`BackupOptions::batch_entries`] entries, push the batch into the new snapshot folder in one
+//!    rsync session with `--link-dest` to the previous snapshot (and to newer incomplete ones, so an
+//!    interrupted run's work is reused). Changed files of sealed shares are read once to learn their sealed
+//!    size (the file list needs it before any data is sent) and once more, sealed, when the receiver asks
+//!    for them — the receiver does not ask when the previous snapshot already has them;
+//! 4. push the sealed manifest last: its presence marks the snapshot complete;
+//! 5. commit the new index, then delete what the retention policy no longer keeps.
+//!
+//! An interrupted run leaves an incomplete snapshot (no manifest) whose files are whole (rsync writes each
+//! file to a temporary name and renames it); the next run links to it and finishes the work, and the
+//! incomplete folder is removed once a newer complete snapshot exists.
+
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use jiff::Timestamp;
+use remote::Remote;
+use rsync_wire::{AltDest, Event, FileEntry, FileList, MessageKind, PushOptions, Throttled};
+use seal::names::{SealedName, seal_name};
+use seal::{Keys, MasterKey, RelPath, SealOptions};
+
+use crate::Error;
+use crate::config::{Config, ShareConfig};
+use crate::content::{BatchContent, FileSpec, Outcome, ReadCounters, Source};
+use crate::index::{INDEX_FORMAT, IndexEntry, IndexHeader, IndexReader, IndexWriter, index_path};
+use crate::manifest::{
+    EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntry, ManifestHeader, ManifestWriter,
+    sealed_identity,
+};
+use crate::progress::Progress;
+use crate::remote_ops::{self, ShareOnTarget};
+use crate::report::{RunReport, ShareReport, ShareStatus};
+use crate::snapshot::{self, SnapshotId};
+use crate::walk::{self, Kind, Stat, Walker};
+
+/// Choices for one run.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Shares to back up (all when empty).
+    pub shares: Vec<String>,
+    /// Walk and compare, list the target, plan retention; write nothing anywhere.
+    pub dry_run: bool,
+    /// Entries per rsync session (bounds memory: about 300 bytes each).
+    pub batch_entries: usize,
+    /// Passphrase of a wrapped key file.
+    pub passphrase: Option<Vec<u8>>,
+    /// The run's start time (default: now); names the snapshots.
+    pub now: Option<Timestamp>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            shares: Vec::new(),
+            dry_run: false,
+            batch_entries: 4096,
+            passphrase: None,
+            now: None,
+        }
+    }
+}
+
+type ProgressFn<'p> = dyn FnMut(&Progress<'_>) + Send + 'p;
+
+/// Runs a backup of the selected shares. Never fails as a whole: problems are in the report.
+pub async fn run_backup(
+    config: &Config,
+    opts: &BackupOptions,
+    progress: &mut ProgressFn<'_>,
+) -> RunReport {
+    let now = opts.now.unwrap_or_else(Timestamp::now);
+    let mut report = RunReport {
+        started: now.to_string(),
+        target: remote_ops::describe(&config.target),
+        shares: Vec::new(),
+        error: None,
+    };
+    if let Err(e) = run(config, opts, now, progress, &mut report).await {
+        report.error = Some(e.to_string());
+    }
+    if !opts.dry_run
+        && let Err(e) = save_report(&config.state_dir, &report)
+    {
+        report.error.get_or_insert(e.to_string());
+    }
+    report
+}
+
+/// Writes the report as JSON into `<state_dir>/reports/`, for the history.
+fn save_report(state_dir: &Path, report: &RunReport) -> Result<(), Error> {
+    let dir = state_dir.join("reports");
+    let ctx = || format!("saving the run report in {}", dir.display());
+    fs::create_dir_all(&dir).map_err(|e| Error::new(ctx(), e))?;
+    let name = report.started.replace(':', "");
+    let json = serde_json::to_vec_pretty(report).map_err(|e| Error::new(ctx(), e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::new(ctx(), e))?;
+    std::io::Write::write_all(&mut tmp, &json).map_err(|e| Error::new(ctx(), e))?;
+    tmp.persist(dir.join(format!("{name}.json")))
+        .map_err(|e| Error::new(ctx(), e.error))?;
+    Ok(())
+}
+
+/// Holds the state folder's lock for the run: two runs of one config never overlap. The lock is an
+/// `flock`, released by the kernel when the process dies, so a crash cannot leave it stale.
+fn lock_state(state_dir: &Path) -> Result<fs::File, Error> {
+    let ctx = || format!("state folder {}", state_dir.display());
+    fs::create_dir_all(state_dir).map_err(|e| Error::new(ctx(), e))?;
+    let path = state_dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::new(ctx(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::new(
+            ctx(),
+            "another backup with this config is running",
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(Error::new(ctx(), e)),
+    }
+}
+
+async fn run(
+    config: &Config,
+    opts: &BackupOptions,
+    now: Timestamp,
+    progress: &mut ProgressFn<'_>,
+    report: &mut RunReport,
+) -> Result<(), Error> {
+    let shares = config
+        .select_shares(&opts.shares)
+        .map_err(|e| Error::new("choosing shares", e))?;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock_state(&config.state_dir)?)
+    };
+    let key = MasterKey::load(&config.key_file, opts.passphrase.as_deref())
+        .map_err(|e| Error::new(format!("key file {}", config.key_file.display()), e))?;
+    let keys = key.derive_keys();
+    let target = remote_ops::remote_target(&config.target);
+    let remote = Remote::connect(&target).await.map_err(|e| {
+        Error::new(
+            format!("connecting to {}", remote_ops::describe(&config.target)),
+            e,
+        )
+    })?;
+    for share in shares {
+        let ctx = Ctx {
+            config,
+            keys: &keys,
+            remote: &remote,
+            opts,
+            now,
+        };
+        let r = backup_share(&ctx, share, progress).await;
+        progress(&Progress::ShareFinished { report: &r });
+        report.shares.push(r);
+    }
+    let _ = remote.close().await;
+    Ok(())
+}
+
+struct Ctx<'a> {
+    config: &'a Config,
+    keys: &'a Keys,
+    remote: &'a Remote,
+    opts: &'a BackupOptions,
+    now: Timestamp,
+}
+
+async fn backup_share(
+    ctx: &Ctx<'_>,
+    share: &ShareConfig,
+    progress: &mut ProgressFn<'_>,
+) -> ShareReport {
+    let started = Instant::now();
+    let mut report = ShareReport::new(&share.name);
+    let result = share_run(ctx, share, &mut report, progress).await;
+    match result {
+        Err(e) => {
+            report.status = ShareStatus::Failed;
+            report.error = Some(e.to_string());
+        }
+        Ok(()) if ctx.opts.dry_run => report.status = ShareStatus::DryRun,
+        Ok(()) if report.counters.failed > 0 => report.status = ShareStatus::Partial,
+        Ok(()) => report.status = ShareStatus::Ok,
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// Maps plaintext paths to the names used on the target, folder by folder (the walk is depth-first, so
+/// the folders above the current entry are a stack).
+struct Names<'k> {
+    keys: Option<&'k Keys>,
+    /// (plaintext path, target path, the folder's list entry) of the folders above the current entry.
+    stack: Vec<(Vec<u8>, Vec<u8>, FileEntry)>,
+}
+
+/// A long name's side file: its target path and content.
+type SideFile = (Vec<u8>, Vec<u8>);
+
+impl Names<'_> {
+    fn map(&mut self, rel: &[u8]) -> Result<(Vec<u8>, Option<SideFile>), String> {
+        let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&rel[..0], rel),
+        };
+        while let Some(top) = self.stack.last() {
+            if top.0 == parent {
+                break;
+            }
+            self.stack.pop();
+        }
+        let remote_parent: &[u8] = match self.stack.last() {
+            Some(top) => &top.1,
+            None if parent.is_empty() => b"",
+            None => return Err("its folder is not in the backup".into()),
+        };
+        let join = |a: &[u8], b: &[u8]| -> Vec<u8> {
+            if a.is_empty() {
+                b.to_vec()
+            } else {
+                [a, b"/", b].concat()
+            }
+        };
+        let Some(keys) = self.keys else {
+            return Ok((rel.to_vec(), None));
+        };
+        let sealed = seal_name(keys, parent, name).map_err(|e| e.to_string())?;
+        let remote = join(remote_parent, sealed.component().as_bytes());
+        let side = match &sealed {
+            SealedName::Long {
+                side_file,
+                side_content,
+                ..
+            } => Some((
+                join(remote_parent, side_file.as_bytes()),
+                side_content.as_bytes().to_vec(),
+            )),
+            SealedName::Short(_) => None,
+        };
+        Ok((remote, side))
+    }
+
+    fn push_dir(&mut self, rel: &[u8], remote: &[u8], entry: &FileEntry) {
+        self.stack
+            .push((rel.to_vec(), remote.to_vec(), entry.clone()));
+    }
+}
+
+/// An entry of the walk, kept until its batch is pushed.
+struct Walked {
+    rel: Vec<u8>,
+    kind: EntryKind,
+    stat: Stat,
+    link: Vec<u8>,
+    /// Target size and hash, when known before the push (index, inline content, folders).
+    known: Option<(u64, [u8; 32])>,
+}
+
+/// One rsync session's worth of entries.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<FileEntry>,
+    sources: Vec<Source>,
+    /// For entries of the walk (not repeated parent folders or side files): what goes to the manifest.
+    walked: Vec<Option<Walked>>,
+    walked_count: usize,
+}
+
+impl Batch {
+    fn push(&mut self, entry: FileEntry, source: Source, walked: Option<Walked>) {
+        if walked.is_some() {
+            self.walked_count += 1;
+        }
+        self.entries.push(entry);
+        self.sources.push(source);
+        self.walked.push(walked);
+    }
+}
+
+fn ctime_now(now: Timestamp) -> i64 {
+    now.as_second()
+}
+
+fn root_entry(stat: &Stat) -> FileEntry {
+    FileEntry::dir(".", stat.mtime, stat.perms).with_nsec(stat.mtime_nsec)
+}
+
+/// Everything one share's run carries from batch to batch.
+struct ShareRun<'a> {
+    ctx: &'a Ctx<'a>,
+    share: &'a ShareConfig,
+    snapshot: String,
+    link_dest: Vec<Vec<u8>>,
+    root: Stat,
+    seal_options: SealOptions,
+    counters: Arc<ReadCounters>,
+    index: Option<IndexWriter>,
+    manifest: Option<ManifestWriter>,
+}
+
+async fn share_run(
+    ctx: &Ctx<'_>,
+    share: &ShareConfig,
+    report: &mut ShareReport,
+    progress: &mut ProgressFn<'_>,
+) -> Result<(), Error> {
+    let cfg = ctx.config;
+    let name = &share.name;
+    let walker = Walker::new(&share.path, share.excludes.clone())
+        .map_err(|e| Error::new(format!("share {name}: {}", share.path.display()), e))?;
+    let on_target = remote_ops::list_share(ctx.remote, &cfg.target, name).await?;
+    let mut snap = SnapshotId::at(ctx.now);
+    if let Some(last) = on_target.snapshots.last()
+        && snap <= last.0
+    {
+        snap = last.0.next();
+    }
+    let snapshot = snap.to_string();
+    let header = IndexHeader {
+        format: INDEX_FORMAT,
+        key_id: ctx.keys.key_id(),
+        encrypt: share.encrypt,
+        encrypt_names: share.encrypt_names,
+        compress: share.compress,
+    };
+    let index_file = index_path(&cfg.state_dir, name);
+    let mut old_index = IndexReader::open(&index_file, &header);
+    if ctx.opts.dry_run {
+        progress(&Progress::ShareStarted {
+            share: name,
+            snapshot: None,
+        });
+        dry_run(
+            ctx,
+            share,
+            walker,
+            &mut old_index,
+            &on_target,
+            snap,
+            report,
+            progress,
+        );
+        return Ok(());
+    }
+    report.snapshot = Some(snapshot.clone());
+    progress(&Progress::ShareStarted {
+        share: name,
+        snapshot: Some(&snapshot),
+    });
+    if !on_target.exists {
+        remote_ops::create_share_dir(ctx.remote, &cfg.target, name, ctime_now(ctx.now)).await?;
+    }
+    // Link to the newest complete snapshot and to newer incomplete ones (an interrupted run's files).
+    let newest_complete = on_target.newest_complete();
+    let mut link_dest: Vec<Vec<u8>> = Vec::new();
+    for (id, complete) in on_target.snapshots.iter().rev() {
+        if link_dest.len() >= rsync_wire::args::MAX_BASIS_DIRS {
+            break;
+        }
+        if Some(*id) == newest_complete || (!complete && Some(*id) > newest_complete) {
+            link_dest.push(format!("../{id}").into_bytes());
+        }
+    }
+    let state_ctx =
+        |e: std::io::Error| Error::new(format!("state folder {}", cfg.state_dir.display()), e);
+    let mut run = ShareRun {
+        ctx,
+        share,
+        snapshot: snapshot.clone(),
+        link_dest,
+        root: walker.root.clone(),
+        seal_options: SealOptions {
+            compress: share.compress,
+        },
+        counters: Arc::new(ReadCounters::default()),
+        index: Some(IndexWriter::create(&index_file, &header).map_err(state_ctx)?),
+        manifest: Some(
+            ManifestWriter::create(
+                &cfg.state_dir.join("tmp"),
+                &ManifestHeader {
+                    format: MANIFEST_FORMAT,
+                    share: name.clone(),
+                    snapshot: snapshot.clone(),
+                    encrypt: share.encrypt,
+                    encrypt_names: share.encrypt_names,
+                },
+            )
+            .map_err(state_ctx)?,
+        ),
+    };
+    if let Some(p) = &old_index.problem {
+        report.notes.push(format!("index: {p}"));
+    }
+    let mut names = Names {
+        keys: share.encrypt_names.then_some(ctx.keys),
+        stack: Vec::new(),
+    };
+    let mut batch = Batch::default();
+    for item in walker {
+        let entry = match item {
+            walk::Item::Skipped { rel, reason } => {
+                progress(&Progress::Skipped {
+                    share: name,
+                    path: &rel,
+                    reason: &reason,
+                });
+                report.skip(&rel, reason);
+                continue;
+            }
+            walk::Item::Entry(e) => e,
+        };
+        report.counters.entries += 1;
+        if let Err(reason) = add_entry(&run, &mut names, &mut old_index, &mut batch, entry, report)
+        {
+            progress(&Progress::Skipped {
+                share: name,
+                path: &reason.0,
+                reason: &reason.1,
+            });
+            report.skip(&reason.0, reason.1);
+        }
+        if batch.walked_count >= ctx.opts.batch_entries.max(1) {
+            let full = std::mem::take(&mut batch);
+            run.push_batch(full, report, progress).await?;
+            // The next batch starts with the folders above the next entry.
+            for (_, _, dir) in &names.stack {
+                batch.push(dir.clone(), Source::None, None);
+            }
+        }
+    }
+    run.push_batch(batch, report, progress).await?;
+    run.push_manifest(report).await?;
+    if let Some(index) = run.index.take() {
+        index.commit().map_err(state_ctx)?;
+    }
+    // Retention: complete snapshots by policy, and incomplete ones this snapshot supersedes.
+    let mut complete: Vec<SnapshotId> = on_target
+        .snapshots
+        .iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .collect();
+    complete.push(snap);
+    let mut prune = snapshot::to_delete(&complete, &share.retention);
+    prune.extend(on_target.snapshots.iter().filter(|s| !s.1).map(|s| s.0));
+    prune.retain(|s| *s != snap);
+    prune.sort();
+    if !prune.is_empty() {
+        match remote_ops::delete_snapshots(
+            ctx.remote,
+            &cfg.target,
+            name,
+            &prune,
+            ctime_now(ctx.now),
+        )
+        .await
+        {
+            Ok(()) => report.pruned = prune.iter().map(ToString::to_string).collect(),
+            Err(e) => report.notes.push(format!("retention: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Adds one walked entry to the batch; an error names the entry and why it is skipped.
+fn add_entry(
+    run: &ShareRun<'_>,
+    names: &mut Names<'_>,
+    old_index: &mut IndexReader,
+    batch: &mut Batch,
+    e: walk::Entry,
+    report: &mut ShareReport,
+) -> Result<(), (Vec<u8>, String)> {
+    let share = run.share;
+    let fail = |rel: &[u8], why: String| (rel.to_vec(), why);
+    if !share.encrypt_names && !e.rel.contains(&b'/') && e.rel.starts_with(b".offsite") {
+        return Err(fail(
+            &e.rel,
+            "names starting with .offsite at the top of a share are reserved for the snapshot's own files".into(),
+        ));
+    }
+    let (remote, side) = names.map(&e.rel).map_err(|why| fail(&e.rel, why))?;
+    let st = &e.stat;
+    if let Some((side_name, content)) = side {
+        let len = content.len() as u64;
+        batch.push(
+            FileEntry::file(side_name, len, st.mtime, 0o600),
+            Source::Inline(content.into()),
+            None,
+        );
+    }
+    match e.kind {
+        Kind::Dir => {
+            let entry = FileEntry::dir(remote.clone(), st.mtime, st.perms).with_nsec(st.mtime_nsec);
+            names.push_dir(&e.rel, &remote, &entry);
+            let walked = Walked {
+                rel: e.rel,
+                kind: EntryKind::Dir,
+                stat: e.stat,
+                link: Vec::new(),
+                known: Some((0, [0; 32])),
+            };
+            batch.push(entry, Source::None, Some(walked));
+        }
+        Kind::Symlink(target) => {
+            if share.encrypt {
+                // The target is a path of the share: sealed like file content, restored as a link.
+                let rel = RelPath::new(e.rel.clone()).map_err(|x| fail(&e.rel, x.to_string()))?;
+                let mut sealed = Vec::new();
+                let stats = seal::seal(
+                    run.ctx.keys,
+                    &rel,
+                    run.seal_options,
+                    &target[..],
+                    &mut sealed,
+                )
+                .map_err(|x| fail(&e.rel, x.to_string()))?;
+                let len = sealed.len() as u64;
+                batch.push(
+                    FileEntry::file(remote, len, st.mtime, 0o600).with_nsec(st.mtime_nsec),
+                    Source::Inline(sealed.into()),
+                    Some(Walked {
+                        rel: e.rel,
+                        kind: EntryKind::Symlink,
+                        stat: e.stat,
+                        link: target,
+                        known: Some((len, stats.mac)),
+                    }),
+                );
+            } else {
+                let entry =
+                    FileEntry::symlink(remote, target.clone(), st.mtime).with_nsec(st.mtime_nsec);
+                batch.push(
+                    entry,
+                    Source::None,
+                    Some(Walked {
+                        rel: e.rel,
+                        kind: EntryKind::Symlink,
+                        stat: e.stat,
+                        link: target,
+                        known: Some((0, [0; 32])),
+                    }),
+                );
+            }
+        }
+        Kind::File => {
+            report.counters.files += 1;
+            report.counters.bytes += st.size;
+            let sealed_as = if share.encrypt {
+                Some(RelPath::new(e.rel.clone()).map_err(|x| fail(&e.rel, x.to_string()))?)
+            } else {
+                None
+            };
+            let known = match old_index.lookup(&e.rel) {
+                Some(ix) if ix.matches(st) => {
+                    report.counters.unchanged += 1;
+                    Some((ix.remote_size, ix.hash))
+                }
+                _ => None,
+            };
+            let remote_size = match (&known, share.encrypt) {
+                (Some((size, _)), _) => *size,
+                (None, false) => st.size,
+                // Learned in the batch's sizing step.
+                (None, true) => u64::MAX,
+            };
+            let entry =
+                FileEntry::file(remote, remote_size, st.mtime, st.perms).with_nsec(st.mtime_nsec);
+            let spec = FileSpec {
+                path: e.path,
+                stat: e.stat.clone(),
+                sealed_as,
+                remote_size,
+            };
+            batch.push(
+                entry,
+                Source::File(spec),
+                Some(Walked {
+                    rel: e.rel,
+                    kind: EntryKind::File,
+                    stat: e.stat,
+                    link: Vec::new(),
+                    known,
+                }),
+            );
+        }
+    }
+    Ok(())
+}
+
+impl ShareRun<'_> {
+    fn publish(&self, report: &mut ShareReport, progress: &mut ProgressFn<'_>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        report.counters.files_read = self.counters.files_read.load(Relaxed);
+        report.counters.bytes_read = self.counters.bytes_read.load(Relaxed);
+        report.counters.bytes_produced = self.counters.bytes_produced.load(Relaxed);
+        progress(&Progress::Counters {
+            share: &self.share.name,
+            counters: report.counters,
+        });
+    }
+
+    /// Learns the sealed size of the batch's changed files (on two threads), dropping the ones that
+    /// cannot be read.
+    async fn size_files(
+        &self,
+        batch: &mut Batch,
+        report: &mut ShareReport,
+        progress: &mut ProgressFn<'_>,
+    ) {
+        let todo: Vec<(usize, FileSpec)> = batch
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Source::File(spec) if spec.remote_size == u64::MAX => Some((i, spec.clone())),
+                _ => None,
+            })
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let per = todo.len().div_ceil(threads);
+        let mut tasks = Vec::new();
+        for part in todo.chunks(per) {
+            let part = part.to_vec();
+            let keys = self.ctx.keys.clone();
+            let options = self.seal_options;
+            let counters = self.counters.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                part.into_iter()
+                    .map(|(i, spec)| {
+                        (
+                            i,
+                            crate::content::sealed_size(&spec, &keys, options, &counters),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        let mut dropped = Vec::new();
+        for t in tasks {
+            let results = match t.await {
+                Ok(r) => r,
+                Err(e) => {
+                    report.notes.push(format!("a sizing thread failed: {e}"));
+                    continue;
+                }
+            };
+            for (i, r) in results {
+                match r {
+                    Ok(size) => {
+                        if let Source::File(spec) = &mut batch.sources[i] {
+                            spec.remote_size = size;
+                        }
+                        batch.entries[i].kind = rsync_wire::EntryKind::File { size };
+                    }
+                    Err(e) => dropped.push((i, e.to_string())),
+                }
+            }
+        }
+        // Anything still unsized (a failed thread) is dropped too.
+        for (i, s) in batch.sources.iter().enumerate() {
+            if let Source::File(spec) = s
+                && spec.remote_size == u64::MAX
+                && !dropped.iter().any(|d| d.0 == i)
+            {
+                dropped.push((i, "its size could not be computed".into()));
+            }
+        }
+        dropped.sort_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, why) in dropped {
+            if let Some(w) = batch.walked.remove(i) {
+                progress(&Progress::Skipped {
+                    share: &self.share.name,
+                    path: &w.rel,
+                    reason: &why,
+                });
+                report.skip(&w.rel, why);
+                batch.walked_count -= 1;
+            }
+            batch.entries.remove(i);
+            batch.sources.remove(i);
+        }
+    }
+
+    fn server_options(&self) -> PushOptions {
+        let mut opts = PushOptions::default();
+        opts.server.timeout_secs = Some(self.ctx.config.target.timeout_secs);
+        if !self.link_dest.is_empty() {
+            opts.server.alt_dest = Some(AltDest::Link(self.link_dest.clone()));
+        }
+        opts
+    }
+
+    /// One rsync session into the snapshot folder. Returns which entries' content failed.
+    async fn push(
+        &self,
+        flist: &FileList,
+        content: &mut BatchContent,
+        report: &mut ShareReport,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<(), Error> {
+        let cfg = self.ctx.config;
+        let opts = self.server_options();
+        let dest = remote_ops::share_path(&cfg.target, &self.share.name, &[&self.snapshot]);
+        let what = || {
+            format!(
+                "share {}: pushing to {} on {}",
+                self.share.name,
+                String::from_utf8_lossy(&dest),
+                self.ctx.remote.describe()
+            )
+        };
+        let argv = rsync_wire::args::server_args(&opts.server, &dest)
+            .map_err(|e| Error::new(what(), e))?;
+        let session = self
+            .ctx
+            .remote
+            .open(&argv)
+            .await
+            .map_err(|e| Error::new(what(), e))?;
+        let mut literal = 0u64;
+        let mut matched = 0u64;
+        let mut content_errors = 0u64;
+        let share = &self.share.name;
+        let mut on_event = |e: Event<'_>| match e {
+            Event::FileDone(p) => {
+                literal += p.literal_bytes;
+                matched += p.matched_bytes;
+            }
+            Event::ContentError { .. } => content_errors += 1,
+            Event::Message { kind, text } if kind != MessageKind::Info => {
+                progress(&Progress::Remote { share, text });
+            }
+            _ => {}
+        };
+        let result = match cfg.target.bwlimit_kbps {
+            Some(kbps) => {
+                let session = rsync_wire::Connection {
+                    reader: session.reader,
+                    writer: Throttled::new(session.writer, kbps.saturating_mul(1024)),
+                    remote: session.remote,
+                };
+                rsync_wire::push_list(session, flist, content, &opts, &mut on_event).await
+            }
+            None => rsync_wire::push_list(session, flist, content, &opts, &mut on_event).await,
+        };
+        report.sessions += 1;
+        report.counters.literal_bytes += literal;
+        report.counters.matched_bytes += matched;
+        match result {
+            Ok(stats) => {
+                report.bytes_sent += stats.bytes_sent;
+                Ok(())
+            }
+            // Files we could not read make the receiver exit with "partial transfer"; those files are
+            // reported by the caller, the rest of the batch is in place.
+            Err(rsync_wire::Error::RemoteExit { code: 23, .. }) if content_errors > 0 => Ok(()),
+            Err(e) => Err(Error::new(what(), e)),
+        }
+    }
+
+    async fn push_batch(
+        &mut self,
+        mut batch: Batch,
+        report: &mut ShareReport,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<(), Error> {
+        self.size_files(&mut batch, report, progress).await;
+        let mut entries = Vec::with_capacity(batch.entries.len() + 1);
+        entries.push(root_entry(&self.root));
+        entries.append(&mut batch.entries);
+        let mut sources = Vec::with_capacity(entries.len());
+        sources.push(Source::None);
+        sources.append(&mut batch.sources);
+        let flist = FileList::new(entries, self.root.mtime).map_err(|e| {
+            Error::new(
+                format!("share {}: building the file list", self.share.name),
+                e,
+            )
+        })?;
+        let sources = Arc::new(sources);
+        let outcomes = Arc::new(Mutex::new(vec![Outcome::default(); sources.len()]));
+        let mut content = BatchContent {
+            sources: sources.clone(),
+            outcomes: outcomes.clone(),
+            keys: self.ctx.keys.clone(),
+            options: self.seal_options,
+            counters: self.counters.clone(),
+        };
+        self.push(&flist, &mut content, report, progress).await?;
+        drop(flist);
+        let outcomes = match outcomes.lock() {
+            Ok(o) => o.clone(),
+            Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
+        };
+        // Record what is now in the snapshot, in walk order.
+        for (i, walked) in batch.walked.into_iter().enumerate() {
+            let Some(w) = walked else { continue };
+            let slot = i + 1;
+            let outcome = &outcomes[slot];
+            let (remote_size, hash) = match (&w.known, &sources[slot], outcome) {
+                (
+                    _,
+                    _,
+                    Outcome {
+                        error: Some(why), ..
+                    },
+                ) => {
+                    progress(&Progress::Skipped {
+                        share: &self.share.name,
+                        path: &w.rel,
+                        reason: why,
+                    });
+                    report.skip(&w.rel, why.clone());
+                    continue;
+                }
+                (Some(k), _, _) => *k,
+                (None, Source::File(spec), Outcome { hash: Some(h), .. }) => (spec.remote_size, *h),
+                (None, Source::File(spec), _) => {
+                    // The target already had it (same size and mtime), so it was not read: hash it now.
+                    let spec = spec.clone();
+                    let keys = self.ctx.keys.clone();
+                    let options = self.seal_options;
+                    let counters = self.counters.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        crate::content::produce(&spec, &keys, options, &counters, &mut |_| Ok(()))
+                            .map(|h| (spec.remote_size, h))
+                    })
+                    .await;
+                    match r {
+                        Ok(Ok(x)) => x,
+                        Ok(Err(e)) => {
+                            report.skip(&w.rel, e.to_string());
+                            continue;
+                        }
+                        Err(e) => {
+                            report.skip(&w.rel, e.to_string());
+                            continue;
+                        }
+                    }
+                }
+                (None, _, _) => (0, [0; 32]),
+            };
+            let st = &w.stat;
+            if w.kind == EntryKind::File
+                && let Some(index) = self.index.as_mut()
+            {
+                index
+                    .push(&IndexEntry::new(w.rel.clone(), st, remote_size, hash))
+                    .map_err(|e| Error::new("writing the index", e))?;
+            }
+            if let Some(m) = self.manifest.as_mut() {
+                m.push(ManifestEntry {
+                    path: w.rel,
+                    kind: w.kind,
+                    size: if w.kind == EntryKind::File {
+                        st.size
+                    } else {
+                        0
+                    },
+                    mtime: st.mtime,
+                    mtime_nsec: st.mtime_nsec,
+                    perms: st.perms,
+                    remote_size,
+                    hash,
+                    link: w.link,
+                })
+                .map_err(|e| Error::new("writing the manifest", e))?;
+            }
+        }
+        self.publish(report, progress);
+        Ok(())
+    }
+
+    /// Seals the manifest and pushes it: the snapshot is complete.
+    async fn push_manifest(&mut self, report: &mut ShareReport) -> Result<(), Error> {
+        let Some(m) = self.manifest.take() else {
+            return Ok(());
+        };
+        let ctx =
+            |e: std::io::Error| Error::new(format!("share {}: the manifest", self.share.name), e);
+        let (file, _len, _count) = m.finish().map_err(ctx)?;
+        let identity = RelPath::new(sealed_identity(&self.share.name, &self.snapshot))
+            .map_err(|e| Error::new("manifest name", e))?;
+        let options = SealOptions { compress: true };
+        let keys = self.ctx.keys.clone();
+        let file2 = file.try_clone().map_err(ctx)?;
+        let sealed = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            seal::seal(&keys, &identity, options, &file2, &mut out).map(|_| out)
+        })
+        .await
+        .map_err(|e| Error::new("sealing the manifest", e))?
+        .map_err(ctx)?;
+        drop(file);
+        // Memory: the sealed manifest is about 100 bytes per entry, compressed by deflate; it is held only
+        // for this last session.
+        let len = sealed.len() as u64;
+        let now = self.ctx.now.as_second();
+        let entries = vec![
+            root_entry(&self.root),
+            FileEntry::file(MANIFEST_NAME, len, now, 0o600),
+        ];
+        let flist = FileList::new(entries, self.root.mtime)
+            .map_err(|e| Error::new("building the manifest's file list", e))?;
+        let sources = Arc::new(vec![Source::None, Source::Inline(sealed.into())]);
+        let mut content = BatchContent {
+            sources: sources.clone(),
+            outcomes: Arc::new(Mutex::new(vec![Outcome::default(); 2])),
+            keys: self.ctx.keys.clone(),
+            options,
+            counters: self.counters.clone(),
+        };
+        let mut sink = |_: &Progress<'_>| {};
+        self.push(&flist, &mut content, report, &mut sink).await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dry_run(
+    ctx: &Ctx<'_>,
+    share: &ShareConfig,
+    walker: Walker,
+    old_index: &mut IndexReader,
+    on_target: &ShareOnTarget,
+    snap: SnapshotId,
+    report: &mut ShareReport,
+    progress: &mut ProgressFn<'_>,
+) {
+    let _ = ctx;
+    for item in walker {
+        match item {
+            walk::Item::Skipped { rel, reason } => {
+                progress(&Progress::Skipped {
+                    share: &share.name,
+                    path: &rel,
+                    reason: &reason,
+                });
+                report.skip(&rel, reason);
+            }
+            walk::Item::Entry(e) => {
+                report.counters.entries += 1;
+                if e.kind == Kind::File {
+                    report.counters.files += 1;
+                    report.counters.bytes += e.stat.size;
+                    if old_index
+                        .lookup(&e.rel)
+                        .is_some_and(|ix| ix.matches(&e.stat))
+                    {
+                        report.counters.unchanged += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut complete: Vec<SnapshotId> = on_target
+        .snapshots
+        .iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .collect();
+    complete.push(snap);
+    let mut prune = snapshot::to_delete(&complete, &share.retention);
+    prune.extend(on_target.snapshots.iter().filter(|s| !s.1).map(|s| s.0));
+    prune.sort();
+    report.would_prune = prune.iter().map(ToString::to_string).collect();
+    progress(&Progress::Counters {
+        share: &share.name,
+        counters: report.counters,
+    });
+}

@@ -1,0 +1,268 @@
+//! The local index: what the previous run learned about each file, so that an unchanged file costs one
+//! `stat` and nothing else (no read, no seal).
+//!
+//! One file per share (`<state_dir>/index/<share>.idx`): a header, then one record per file in walk order.
+//! A run reads the old index alongside its walk and writes the new one as it goes; the new file replaces
+//! the old one atomically (temporary file, fsync, rename, fsync of the folder) at the end. The index is a
+//! cache of values derived from file contents and the key; losing or corrupting it costs time (files are
+//! read and sealed again), never correctness.
+
+use std::cmp::Ordering;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::records;
+use crate::walk::{Stat, walk_cmp};
+
+/// Bumped when the record layout or the meaning of a field changes.
+pub const INDEX_FORMAT: u32 = 1;
+
+/// What the cached values depend on besides the file: a different key or sealing choice invalidates them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexHeader {
+    pub format: u32,
+    pub key_id: [u8; 8],
+    pub encrypt: bool,
+    pub encrypt_names: bool,
+    pub compress: bool,
+}
+
+/// One file as it was last backed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub path: Vec<u8>,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
+    pub ino: u64,
+    /// The size of the file on the target (sealed size, or the plain size).
+    pub remote_size: u64,
+    /// The sealed file's trailer MAC, or BLAKE3 of the plain content.
+    pub hash: [u8; 32],
+}
+
+impl IndexEntry {
+    pub fn new(path: Vec<u8>, stat: &Stat, remote_size: u64, hash: [u8; 32]) -> IndexEntry {
+        IndexEntry {
+            path,
+            size: stat.size,
+            mtime: stat.mtime,
+            mtime_nsec: stat.mtime_nsec,
+            ctime: stat.ctime,
+            ctime_nsec: stat.ctime_nsec,
+            ino: stat.ino,
+            remote_size,
+            hash,
+        }
+    }
+
+    /// True when `stat` says the file is the one recorded: same size, mtime, ctime and inode. (ctime
+    /// catches writes that put the old mtime back.)
+    pub fn matches(&self, stat: &Stat) -> bool {
+        self.size == stat.size
+            && self.mtime == stat.mtime
+            && self.mtime_nsec == stat.mtime_nsec
+            && self.ctime == stat.ctime
+            && self.ctime_nsec == stat.ctime_nsec
+            && self.ino == stat.ino
+    }
+}
+
+/// The index file of a share.
+pub fn index_path(state_dir: &Path, share: &str) -> PathBuf {
+    state_dir.join("index").join(format!("{share}.idx"))
+}
+
+/// Reads the previous index alongside the walk.
+pub struct IndexReader {
+    input: Option<BufReader<File>>,
+    next: Option<IndexEntry>,
+    scratch: Vec<u8>,
+    /// Why the old index is not used (missing is not a problem and gives `None`).
+    pub problem: Option<String>,
+}
+
+impl IndexReader {
+    /// Opens `path`; a missing, unreadable, corrupt or foreign index reads as empty.
+    pub fn open(path: &Path, expected: &IndexHeader) -> IndexReader {
+        let mut r = IndexReader {
+            input: None,
+            next: None,
+            scratch: Vec::new(),
+            problem: None,
+        };
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return r,
+            Err(e) => {
+                r.problem = Some(format!("{}: {e}", path.display()));
+                return r;
+            }
+        };
+        let mut input = BufReader::new(file);
+        match records::read::<IndexHeader>(&mut input, &mut r.scratch) {
+            Ok(Some(h)) if &h == expected => {
+                r.input = Some(input);
+                r.advance();
+            }
+            Ok(Some(_)) => {
+                r.problem = Some(format!(
+                    "{}: written for another key or other share settings; files are read again",
+                    path.display()
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => r.problem = Some(format!("{}: {e}", path.display())),
+        }
+        r
+    }
+
+    fn advance(&mut self) {
+        let Some(input) = self.input.as_mut() else {
+            self.next = None;
+            return;
+        };
+        match records::read::<IndexEntry>(input, &mut self.scratch) {
+            Ok(Some(e)) => {
+                // Out of order means corrupt: stop using it rather than give wrong answers.
+                if let Some(prev) = &self.next
+                    && walk_cmp(&prev.path, &e.path) != Ordering::Less
+                {
+                    self.problem = Some("index records out of order; ignoring the rest".into());
+                    self.next = None;
+                    self.input = None;
+                    return;
+                }
+                self.next = Some(e);
+            }
+            Ok(None) => {
+                self.next = None;
+                self.input = None;
+            }
+            Err(e) => {
+                self.problem = Some(format!("index unreadable: {e}; ignoring the rest"));
+                self.next = None;
+                self.input = None;
+            }
+        }
+    }
+
+    /// The record for `path`; paths must be asked in walk order.
+    pub fn lookup(&mut self, path: &[u8]) -> Option<IndexEntry> {
+        loop {
+            let ord = walk_cmp(&self.next.as_ref()?.path, path);
+            match ord {
+                Ordering::Less => self.advance(),
+                Ordering::Equal => {
+                    let found = self.next.take();
+                    self.advance();
+                    return found;
+                }
+                Ordering::Greater => return None,
+            }
+        }
+    }
+}
+
+/// Writes the new index; nothing replaces the old one until [`IndexWriter::commit`].
+pub struct IndexWriter {
+    out: BufWriter<tempfile::NamedTempFile>,
+    target: PathBuf,
+    scratch: Vec<u8>,
+    pub entries: u64,
+}
+
+impl IndexWriter {
+    pub fn create(path: &Path, header: &IndexHeader) -> io::Result<IndexWriter> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".index-")
+            .tempfile_in(dir)?;
+        let mut w = IndexWriter {
+            out: BufWriter::with_capacity(64 * 1024, tmp),
+            target: path.to_owned(),
+            scratch: Vec::new(),
+            entries: 0,
+        };
+        records::write(&mut w.out, header, &mut w.scratch)?;
+        Ok(w)
+    }
+
+    pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
+        self.entries += 1;
+        records::write(&mut self.out, e, &mut self.scratch)
+    }
+
+    /// Makes the new index the current one, durably.
+    pub fn commit(self) -> io::Result<()> {
+        let tmp = self.out.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.target).map_err(|e| e.error)?;
+        crate::sync_dir(&self.target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(size: u64) -> Stat {
+        Stat {
+            size,
+            mtime: 1,
+            mtime_nsec: 2,
+            ctime: 3,
+            ctime_nsec: 4,
+            ino: 5,
+            dev: 6,
+            perms: 0o644,
+        }
+    }
+
+    #[test]
+    fn merge_lookup_and_header_check() {
+        let d = tempfile::tempdir().unwrap();
+        let p = index_path(d.path(), "s");
+        let h = IndexHeader {
+            format: INDEX_FORMAT,
+            key_id: [1; 8],
+            encrypt: true,
+            encrypt_names: true,
+            compress: true,
+        };
+        let mut w = IndexWriter::create(&p, &h).unwrap();
+        for name in ["a", "a/b", "a-c", "z"] {
+            w.push(&IndexEntry::new(name.into(), &stat(7), 99, [9; 32]))
+                .unwrap();
+        }
+        w.commit().unwrap();
+        let mut r = IndexReader::open(&p, &h);
+        assert!(r.problem.is_none());
+        assert!(r.lookup(b" first").is_none());
+        assert_eq!(r.lookup(b"a/b").unwrap().remote_size, 99);
+        assert!(r.lookup(b"a/c").is_none());
+        assert!(r.lookup(b"a-c").unwrap().matches(&stat(7)));
+        assert!(!r.lookup(b"z").unwrap().matches(&stat(8)));
+        assert!(r.lookup(b"zz").is_none());
+        let other = IndexHeader {
+            key_id: [2; 8],
+            ..h.clone()
+        };
+        let mut r = IndexReader::open(&p, &other);
+        assert!(r.problem.is_some());
+        assert!(r.lookup(b"a").is_none());
+        // A truncated file is used up to the damage.
+        let bytes = fs::read(&p).unwrap();
+        fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+        let mut r = IndexReader::open(&p, &h);
+        assert!(r.lookup(b"a-c").is_some());
+        assert!(r.lookup(b"z").is_none());
+        assert!(r.problem.is_some());
+    }
+}

@@ -1,0 +1,77 @@
+//! `backup` (package `offsite-backup`): the job the box exists for. Each share is walked, sealed on the fly
+//! where the owner asked for encryption, and pushed with the native rsync client into a new snapshot folder
+//! on the target, hard-linked to the previous snapshot so unchanged files cost nothing there; then old
+//! snapshots are pruned.
+//!
+//! Data flows one way: [`walk`] (share walker) → [`engine`] (index check, sealing) → `rsync_wire` (sender)
+//! → `remote` (SSH channel or local process). Nothing here prints: progress and results are reported as
+//! [`progress::Progress`] events and a [`report::RunReport`].
+//!
+//! # Layout
+//! * [`config`] — the TOML config file, validated with file, line and key in every error
+//! * [`exclude`] — rsync-style exclude patterns, matched on bytes
+//! * [`walk`] — the depth-first share walk in a fixed order
+//! * [`index`] — the per-share index that lets unchanged files cost a `stat`
+//! * [`manifest`] — the sealed per-snapshot manifest
+//! * [`snapshot`] — snapshot names and the retention policy
+//! * [`remote_ops`] — listing, creating and deleting snapshot folders through rsync
+//! * [`engine`] — one backup run
+//! * [`progress`], [`report`] — what a run tells its caller
+//! * [`records`] — length-prefixed postcard record files
+//!
+//! # Memory
+//! Nothing grows with the number of files: the walk holds one folder listing per level, the index and the
+//! manifest are streamed to and from disk in walk order, and the share is pushed in batches of at most
+//! [`engine::BackupOptions::batch_entries`] entries, one rsync session each (all over one SSH connection).
+//! Nothing grows with file sizes: files are sealed as the rsync sender reads them.
+
+use std::fmt;
+use std::path::Path;
+
+pub mod config;
+pub mod content;
+pub mod engine;
+pub mod exclude;
+pub mod index;
+pub mod manifest;
+pub mod progress;
+pub mod records;
+pub mod remote_ops;
+pub mod report;
+pub mod snapshot;
+pub mod walk;
+
+pub use config::{Config, ConfigError, ShareConfig};
+pub use engine::{BackupOptions, run_backup};
+pub use progress::Progress;
+pub use report::{RunReport, ShareReport, ShareStatus};
+
+/// An error with what was being done when it happened (share, file, host).
+#[derive(Debug)]
+pub struct Error {
+    context: String,
+    message: String,
+}
+
+impl Error {
+    pub fn new(context: impl Into<String>, err: impl fmt::Display) -> Error {
+        Error {
+            context: context.into(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.context, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// fsyncs the folder holding `path`, so a rename into it survives a power cut.
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,226 @@
+//! The snapshot manifest: every entry of the snapshot with its size and a hash, sealed with the master key
+//! and stored as `.offsite-manifest` in the snapshot folder.
+//!
+//! Sealing authenticates it (a changed byte fails) and binds it to its place: the sealed file's identity is
+//! the path `<share>/<snapshot>/.offsite-manifest`, so a manifest copied into another snapshot folder does
+//! not open there. Against the manifest a restore or verify detects files that were deleted, added, rolled
+//! back to an older version or swapped on the target, not only bit flips. Its presence also marks the
+//! snapshot as complete: it is written last.
+//!
+//! Plaintext layout (records as in [`crate::records`]): a [`ManifestHeader`], one [`ManifestEntry`] per
+//! entry in walk order, and an end record with the count (so a truncated manifest is detected even if
+//! it were not sealed).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::records;
+
+/// The manifest's name in a snapshot folder.
+pub const MANIFEST_NAME: &str = ".offsite-manifest";
+/// Bumped when the layout changes.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The path a manifest is sealed under: binds it to its share and snapshot.
+pub fn sealed_identity(share: &str, snapshot: &str) -> String {
+    format!("{share}/{snapshot}/{MANIFEST_NAME}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestHeader {
+    pub format: u32,
+    pub share: String,
+    pub snapshot: String,
+    /// Contents sealed (the entry hashes are trailer MACs) or plain (BLAKE3 of the content).
+    pub encrypt: bool,
+    /// Names sealed on the target.
+    pub encrypt_names: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Plaintext path relative to the share root.
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    /// Plaintext size (files).
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub perms: u32,
+    /// Size of the file on the target (sealed or plain).
+    pub remote_size: u64,
+    /// Files: the sealed file's trailer MAC (encrypted shares) or BLAKE3 of the content.
+    pub hash: [u8; 32],
+    /// Symlinks: the target.
+    pub link: Vec<u8>,
+}
+
+/// What follows the header: entries, then one end record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManifestRecord {
+    Entry(ManifestEntry),
+    End { entries: u64 },
+}
+
+/// Writes a manifest into a temporary file in the state folder, one entry at a time.
+pub struct ManifestWriter {
+    out: BufWriter<File>,
+    scratch: Vec<u8>,
+    entries: u64,
+}
+
+impl ManifestWriter {
+    /// Starts a manifest in an anonymous temporary file inside `dir`.
+    pub fn create(dir: &Path, header: &ManifestHeader) -> io::Result<ManifestWriter> {
+        std::fs::create_dir_all(dir)?;
+        let file = tempfile::tempfile_in(dir)?;
+        let mut w = ManifestWriter {
+            out: BufWriter::with_capacity(64 * 1024, file),
+            scratch: Vec::new(),
+            entries: 0,
+        };
+        records::write(&mut w.out, header, &mut w.scratch)?;
+        Ok(w)
+    }
+
+    pub fn push(&mut self, e: ManifestEntry) -> io::Result<()> {
+        self.entries += 1;
+        records::write(&mut self.out, &ManifestRecord::Entry(e), &mut self.scratch)
+    }
+
+    /// Ends the manifest; returns the plaintext file rewound, its length and the entry count.
+    pub fn finish(mut self) -> io::Result<(File, u64, u64)> {
+        let end = ManifestRecord::End {
+            entries: self.entries,
+        };
+        records::write(&mut self.out, &end, &mut self.scratch)?;
+        self.out.flush()?;
+        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
+        let len = file.stream_position()?;
+        file.rewind()?;
+        Ok((file, len, self.entries))
+    }
+}
+
+/// Reads a manifest's plaintext (the output of an `Unsealer`), entry by entry.
+pub struct ManifestReader<R> {
+    input: R,
+    scratch: Vec<u8>,
+    pub header: ManifestHeader,
+    seen: u64,
+    done: bool,
+}
+
+impl<R: Read> ManifestReader<R> {
+    /// Reads the header and checks it names `share` and `snapshot`.
+    pub fn new(mut input: R, share: &str, snapshot: &str) -> io::Result<ManifestReader<R>> {
+        let mut scratch = Vec::new();
+        let header: ManifestHeader = records::read(&mut input, &mut scratch)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "empty manifest"))?;
+        if header.format != MANIFEST_FORMAT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("manifest format {} is not supported", header.format),
+            ));
+        }
+        if header.share != share || header.snapshot != snapshot {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "manifest belongs to {}/{}, not {share}/{snapshot}",
+                    header.share, header.snapshot
+                ),
+            ));
+        }
+        Ok(ManifestReader {
+            input,
+            scratch,
+            header,
+            seen: 0,
+            done: false,
+        })
+    }
+
+    /// The next entry; `Ok(None)` after the end record, whose count must match.
+    pub fn next_entry(&mut self) -> io::Result<Option<ManifestEntry>> {
+        if self.done {
+            return Ok(None);
+        }
+        let record: ManifestRecord = records::read(&mut self.input, &mut self.scratch)?
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "manifest ends without its end record",
+                )
+            })?;
+        let entries = match record {
+            ManifestRecord::Entry(e) => {
+                self.seen += 1;
+                return Ok(Some(e));
+            }
+            ManifestRecord::End { entries } => entries,
+        };
+        if entries != self.seen {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("manifest says {entries} entries but has {}", self.seen),
+            ));
+        }
+        self.done = true;
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read() {
+        let d = tempfile::tempdir().unwrap();
+        let h = ManifestHeader {
+            format: MANIFEST_FORMAT,
+            share: "docs".into(),
+            snapshot: "2026-11-26T010203Z".into(),
+            encrypt: true,
+            encrypt_names: true,
+        };
+        let mut w = ManifestWriter::create(d.path(), &h).unwrap();
+        let e = ManifestEntry {
+            path: b"a/b".to_vec(),
+            kind: EntryKind::File,
+            size: 5,
+            mtime: 1,
+            mtime_nsec: 0,
+            perms: 0o644,
+            remote_size: 77,
+            hash: [3; 32],
+            link: vec![],
+        };
+        w.push(e.clone()).unwrap();
+        let (mut f, len, n) = w.finish().unwrap();
+        assert_eq!(n, 1);
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        let mut r = ManifestReader::new(&bytes[..], "docs", "2026-11-26T010203Z").unwrap();
+        assert_eq!(r.next_entry().unwrap(), Some(e));
+        assert_eq!(r.next_entry().unwrap(), None);
+        assert!(ManifestReader::new(&bytes[..], "docs", "2026-11-27T010203Z").is_err());
+        // Truncated before the end record.
+        let mut r =
+            ManifestReader::new(&bytes[..bytes.len() - 2], "docs", "2026-11-26T010203Z").unwrap();
+        assert!(r.next_entry().is_ok());
+        assert!(r.next_entry().is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! Files of postcard records: each record is a little-endian `u32` length and that many bytes of postcard.
+//!
+//! The index and the manifest are written and read one record at a time, in walk order, so neither has to
+//! fit in memory. A record longer than [`MAX_RECORD`] is refused (a corrupt or hostile length cannot make
+//! the reader allocate).
+
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Longest record accepted: a 4096-byte path, a 4096-byte symlink target and the fixed fields.
+pub const MAX_RECORD: usize = 16 * 1024;
+
+/// Appends one record.
+pub fn write<T: Serialize>(
+    out: &mut impl Write,
+    value: &T,
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    scratch.clear();
+    let bytes = postcard::to_io(value, &mut *scratch).map_err(io::Error::other)?;
+    let len = bytes.len();
+    if len > MAX_RECORD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "record too large",
+        ));
+    }
+    out.write_all(&(len as u32).to_le_bytes())?;
+    out.write_all(scratch)
+}
+
+/// Reads the next record; `Ok(None)` at a clean end of the input.
+pub fn read<T: DeserializeOwned>(
+    input: &mut impl Read,
+    scratch: &mut Vec<u8>,
+) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = input.read(&mut len[got..])?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "truncated record length",
+            ));
+        }
+        got += n;
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_RECORD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("record of {len} bytes is larger than {MAX_RECORD}"),
+        ));
+    }
+    scratch.resize(len, 0);
+    input.read_exact(scratch)?;
+    let value = postcard::from_bytes(scratch)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad record: {e}")))?;
+    Ok(Some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_limits() {
+        let mut buf = Vec::new();
+        let mut s = Vec::new();
+        write(&mut buf, &(1u32, b"abc".to_vec()), &mut s).unwrap();
+        write(&mut buf, &(2u32, Vec::<u8>::new()), &mut s).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(
+            read::<(u32, Vec<u8>)>(&mut r, &mut s).unwrap(),
+            Some((1, b"abc".to_vec()))
+        );
+        assert_eq!(
+            read::<(u32, Vec<u8>)>(&mut r, &mut s).unwrap(),
+            Some((2, vec![]))
+        );
+        assert_eq!(read::<(u32, Vec<u8>)>(&mut r, &mut s).unwrap(), None);
+        let huge = (u32::MAX).to_le_bytes();
+        assert!(read::<(u32, Vec<u8>)>(&mut &huge[..], &mut s).is_err());
+        assert!(read::<(u32, Vec<u8>)>(&mut &buf[..6], &mut s).is_err());
+    }
+}
