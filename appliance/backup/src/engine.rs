@@ -372,7 +372,7 @@ async fn share_run(
             break;
         }
         if Some(*id) == newest_complete || (!complete && Some(*id) > newest_complete) {
-            link_dest.push(format!("../{id}").into_bytes());
+            link_dest.push(remote_ops::link_dest_path(&cfg.target, name, id));
         }
     }
     let state_ctx =

@@ -79,6 +79,17 @@ pub fn share_path(t: &TargetConfig, share: &str, rest: &[&str]) -> Vec<u8> {
     p
 }
 
+/// The `--link-dest` argument for snapshot `id`: absolute when the target path is (a restricted key's
+/// `rrsync` refuses `..` and reads a leading `/` as the root of its folder), else relative to the new
+/// snapshot folder.
+pub fn link_dest_path(t: &TargetConfig, share: &str, id: &SnapshotId) -> Vec<u8> {
+    if t.path.starts_with('/') {
+        share_path(t, share, &[&id.to_string()])
+    } else {
+        format!("../{id}").into_bytes()
+    }
+}
+
 async fn run_list(
     remote: &Remote,
     t: &TargetConfig,
@@ -118,7 +129,9 @@ pub async fn list_share(
     share: &str,
 ) -> Result<ShareOnTarget, Error> {
     let mut base = base_path(t);
-    base.push(b'/');
+    if !base.ends_with(b"/") {
+        base.push(b'/');
+    }
     let rules = vec![
         FilterRule::Include(format!("/{share}/").into_bytes()),
         FilterRule::Include(format!("/{share}/*/").into_bytes()),

@@ -1,0 +1,295 @@
+//! `offsite backup` end to end, into a folder target through a locally spawned real `rsync --server`:
+//! first and unchanged runs, edits, restore from a plain copy, no plaintext on the target, hard links,
+//! awkward excludes, kill -9 and rerun, dry run, config errors.
+
+mod common;
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+fn is_manifest_or_side(rel: &[u8]) -> bool {
+    rel.rsplit(|&b| b == b'/')
+        .next()
+        .is_some_and(|n| n.starts_with(b".offsite"))
+}
+
+/// Restores `snapshot` from a plain rsync copy and compares it with the share.
+fn assert_restores(s: &Setup, snapshot: &Path, excluded: &dyn Fn(&[u8]) -> bool) {
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("copy");
+    plain_rsync_copy(snapshot, &copy);
+    let restored = unseal_copy(&copy, &s.key, &work.path().join("restored"));
+    let want = expected(&s.share, excluded);
+    assert_eq!(
+        restored.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "restored names differ"
+    );
+    for (k, v) in &want {
+        assert!(
+            restored[k] == *v,
+            "content differs: {}",
+            String::from_utf8_lossy(k)
+        );
+    }
+}
+
+#[test]
+fn first_unchanged_and_edited_runs_restore_from_a_plain_copy() {
+    let s = Setup::new();
+    fill_share(&s.share);
+    s.local_config("");
+    let r1 = s.backup_ok();
+    let files = counter(&r1, "files");
+    assert!(files >= 9, "{r1}");
+    let snaps = s.snapshots(&s.target);
+    assert_eq!(snaps.len(), 1);
+    assert!(
+        snaps[0].join(".offsite-manifest").is_file(),
+        "complete snapshot"
+    );
+    assert_restores(&s, &snaps[0], &|_| false);
+
+    // Nothing on the target is plaintext: no content marker, no plaintext name.
+    let on_target = tree_map(&s.target, &|_| false);
+    let plain_names: Vec<Vec<u8>> = tree_map(&s.share, &|_| false)
+        .keys()
+        .flat_map(|k| {
+            k.split(|&b| b == b'/')
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (rel, data) in &on_target {
+        assert!(
+            !data.windows(16).any(|w| w == b"PLAINTEXT-MARKER"),
+            "plaintext in {}",
+            String::from_utf8_lossy(rel)
+        );
+        for comp in rel.split(|&b| b == b'/') {
+            assert!(
+                !plain_names.iter().any(|n| n == comp),
+                "plaintext name on the target: {}",
+                String::from_utf8_lossy(rel)
+            );
+        }
+    }
+
+    // Second run, nothing changed: nothing read, everything hard-linked to the first snapshot.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r2 = s.backup_ok();
+    assert_eq!(counter(&r2, "files_read"), 0, "{r2}");
+    assert_eq!(counter(&r2, "bytes_read"), 0);
+    assert_eq!(counter(&r2, "unchanged"), files);
+    let snaps = s.snapshots(&s.target);
+    assert_eq!(snaps.len(), 2);
+    let (a, b) = (&snaps[0], &snaps[1]);
+    let mut linked = 0;
+    for rel in tree_map(a, &is_manifest_or_side).keys() {
+        let p = Path::new(std::ffi::OsStr::from_bytes(rel));
+        let (ma, mb) = (
+            fs::symlink_metadata(a.join(p)).unwrap(),
+            fs::symlink_metadata(b.join(p)).unwrap(),
+        );
+        assert_eq!(ma.ino(), mb.ino(), "not hard-linked: {}", p.display());
+        linked += 1;
+    }
+    assert!(linked >= 9);
+
+    // Edits: insertion in the middle of the big file, an append, a rename, a delete, a new file.
+    let big = s.share.join("big.bin");
+    let mut data = fs::read(&big).unwrap();
+    data.splice(1_000_000..1_000_000, b"INSERTED".iter().copied());
+    fs::write(&big, &data).unwrap();
+    let mut report = fs::read(s.share.join("report.txt")).unwrap();
+    report.extend_from_slice(b"appended line PLAINTEXT-MARKER\n");
+    fs::write(s.share.join("report.txt"), report).unwrap();
+    fs::rename(
+        s.share.join("photos/2024/img-0001.jpg"),
+        s.share.join("photos/2024/renamed.jpg"),
+    )
+    .unwrap();
+    fs::remove_file(s.share.join("empty")).unwrap();
+    fs::write(s.share.join("photos/new.txt"), b"new PLAINTEXT-MARKER").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let r3 = s.backup_ok();
+    let literal = counter(&r3, "literal_bytes");
+    assert!(
+        literal < (data.len() as u64) / 8,
+        "an insertion must not resend the big file: {literal} literal bytes"
+    );
+    let snaps = s.snapshots(&s.target);
+    assert_eq!(snaps.len(), 3);
+    assert_restores(&s, &snaps[2], &|_| false);
+    // The older snapshots are untouched.
+    assert!(snaps[0].join(".offsite-manifest").is_file());
+}
+
+#[test]
+fn excludes_with_awkward_names_are_honoured() {
+    let s = Setup::new();
+    let names: &[&[u8]] = &[
+        b"keep.txt",
+        b"drop.tmp",
+        b"sub/drop.tmp",
+        b"cache/x",
+        b"sub/cache/kept-not-anchored",
+        b"--dash-file",
+        b"sp ace #1.txt",
+        b"[bracket]",
+        b"q\"uote'd",
+        b"star*name",
+        b"bad-\xff-bytes.log",
+        b"good-\xfe.txt",
+    ];
+    for n in names {
+        let p = s.share.join(std::ffi::OsStr::from_bytes(n));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, n).unwrap();
+    }
+    s.local_config(
+        r#"encrypt = false
+exclude = ["*.tmp", "/cache/", "--dash*", "sp ace #1.txt", "[[]bracket]", "q\"uote'd", "star\\*name", "bad-*.log"]"#,
+    );
+    s.backup_ok();
+    let snap = &s.snapshots(&s.target)[0];
+    let got = tree_map(snap, &is_manifest_or_side);
+    let got: Vec<&[u8]> = got.keys().map(Vec::as_slice).collect();
+    assert_eq!(
+        got,
+        [
+            &b"good-\xfe.txt"[..],
+            b"keep.txt",
+            b"sub/cache/kept-not-anchored"
+        ],
+        "plain share: names as they are, excluded ones absent"
+    );
+}
+
+#[test]
+fn kill_9_at_several_points_then_rerun() {
+    let s = Setup::new();
+    for i in 0..12u8 {
+        let p = s.share.join(format!("dir{}/file{i}.bin", i % 3));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, random(3 << 20, i)).unwrap();
+    }
+    s.local_config("");
+    for delay_ms in [30u64, 120, 300, 600, 900] {
+        let mut child = offsite()
+            .args(["backup", "--config"])
+            .arg(&s.config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever landed is whole: the receiving rsync removes its temporary file when the sender
+        // disappears (give it a moment to notice).
+        let temp_files = || -> Vec<String> {
+            let mut left = Vec::new();
+            for snap in s.snapshots(&s.target) {
+                for rel in tree_map(&snap, &|_| false).keys() {
+                    let name = rel.rsplit(|&b| b == b'/').next().unwrap();
+                    if name.starts_with(b".") && !name.starts_with(b".offsite") {
+                        left.push(String::from_utf8_lossy(rel).into_owned());
+                    }
+                }
+            }
+            left
+        };
+        let mut waited = 0;
+        while !temp_files().is_empty() && waited < 100 {
+            std::thread::sleep(Duration::from_millis(100));
+            waited += 1;
+        }
+        assert!(
+            temp_files().is_empty(),
+            "temporary files left: {:?}",
+            temp_files()
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let r = s.backup_ok();
+    assert_eq!(r["shares"][0]["status"], "ok", "{r}");
+    let snaps = s.snapshots(&s.target);
+    let last = snaps.last().unwrap();
+    assert!(last.join(".offsite-manifest").is_file());
+    // Incomplete snapshots left by the kills were pruned once a complete one existed.
+    for snap in &snaps {
+        assert!(
+            snap.join(".offsite-manifest").is_file(),
+            "incomplete left: {}",
+            snap.display()
+        );
+    }
+    assert_restores(&s, last, &|_| false);
+    // The index is intact: the next run reads nothing.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = s.backup_ok();
+    assert_eq!(counter(&r, "files_read"), 0, "{r}");
+}
+
+#[test]
+fn dry_run_writes_nothing_and_bad_config_names_line_and_key() {
+    let s = Setup::new();
+    fill_share(&s.share);
+    s.local_config("");
+    let (out, r) = s.backup(&["--dry-run"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["shares"][0]["status"], "dryrun");
+    assert!(counter(&r, "files") >= 9);
+    assert!(s.snapshots(&s.target).is_empty());
+    assert!(!s.dir.path().join("state/index").exists());
+
+    fs::write(
+        &s.config,
+        "state_dir = \"s\"\nkey_file = \"k\"\n[target]\npath = \"/t\"\n[[share]]\nname = \"x\"\npath = \"/x\"\nencrypt = false\nencrypt_names = true\n",
+    )
+    .unwrap();
+    let (out, _) = s.backup(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("offsite.toml:9: share[0].encrypt_names"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_and_special_entries_make_a_partial_run() {
+    let s = Setup::new();
+    fill_share(&s.share);
+    let fifo = s.share.join("a-fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    s.local_config("");
+    let (out, r) = s.backup(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["shares"][0]["status"], "partial");
+    assert_eq!(r["shares"][0]["skipped"][0]["path"], "a-fifo");
+    // The snapshot is complete with everything else.
+    let snap = &s.snapshots(&s.target)[0];
+    assert!(snap.join(".offsite-manifest").is_file());
+    assert_restores(&s, snap, &|rel| rel == b"a-fifo");
+}
