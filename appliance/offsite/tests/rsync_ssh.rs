@@ -4,8 +4,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use testpeers::TestSshd;
+
+// The server-side failure helpers (tmpfs mounts with a Drop guard, rsync as
+// `nobody`), shared with the rsync-wire tests.
+#[path = "../../rsync-wire/tests/common/peerfs.rs"]
+#[allow(dead_code)]
+mod peerfs;
 
 struct Peer {
     sshd: TestSshd,
@@ -27,14 +34,50 @@ impl Peer {
     }
 
     fn run_with_key(&self, key: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_offsite"))
-            .arg("rsync")
+        self.command(key, args).output().expect("run offsite")
+    }
+
+    fn command(&self, key: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_offsite"));
+        c.arg("rsync")
             .args(["--port", &self.sshd.port.to_string()])
             .args(["--identity", key.to_str().unwrap()])
             .args(["--known-hosts", self.sshd.known_hosts.to_str().unwrap()])
-            .args(args)
-            .output()
-            .expect("run offsite")
+            .args(args);
+        c
+    }
+
+    /// Like [`run`](Self::run), but fails the test instead of hanging when
+    /// `offsite` has not exited after `limit` (it is then killed by pid).
+    fn run_limited(&self, limit: Duration, args: &[&str]) -> Output {
+        let out = tempfile::tempdir().unwrap();
+        let (so, se) = (out.path().join("stdout"), out.path().join("stderr"));
+        let mut child = self
+            .command(&self.sshd.client_key, args)
+            .stdout(std::fs::File::create(&so).unwrap())
+            .stderr(std::fs::File::create(&se).unwrap())
+            .spawn()
+            .expect("run offsite");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "offsite rsync {args:?} did not finish within {limit:?}; stderr: {}",
+                    std::fs::read_to_string(&se).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Output {
+            status,
+            stdout: std::fs::read(&so).unwrap(),
+            stderr: std::fs::read(&se).unwrap(),
+        }
     }
 }
 
@@ -252,4 +295,272 @@ fn remote_errors_carry_the_servers_message() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("does-not-exist"), "{err}");
+}
+
+fn failed(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "expected exit 1: {err}");
+    eprintln!("{err}");
+    err
+}
+
+/// The remote rsync runs as `nobody` (root would bypass the permission
+/// bits): pushing into a root-owned 0755 directory fails and `offsite`
+/// prints the server's own "Permission denied"; nothing is written.
+#[test]
+fn push_permission_denied_over_ssh_prints_servers_message() {
+    let peer = Peer::start();
+    let d = tempfile::tempdir().unwrap();
+    let Some(wrapper) = peerfs::rsync_as_nobody(d.path()) else {
+        return;
+    };
+    let src = d.path().join("src");
+    make_tree(&src);
+    let locked = d.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("existing"), "untouched").unwrap();
+    peerfs::open_path_for_others(d.path(), &locked);
+
+    for dest in [locked.clone(), locked.join("new")] {
+        let o = peer.run_limited(
+            Duration::from_secs(120),
+            &[
+                "--rsync-path",
+                wrapper.to_str().unwrap(),
+                &format!("{}/", src.display()),
+                &peer.remote(&dest),
+            ],
+        );
+        let err = failed(&o);
+        assert!(err.contains("Permission denied"), "{err}");
+    }
+    let names: Vec<_> = std::fs::read_dir(&locked)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["existing"]);
+    assert_eq!(
+        std::fs::read(locked.join("existing")).unwrap(),
+        b"untouched"
+    );
+}
+
+/// The remote file system fills up during a push: `offsite` exits 1 with the
+/// server's "No space left on device" (it does not hang), the files already
+/// on the destination are intact with no temporary file left behind, and a
+/// push that fits completes afterwards.
+#[test]
+fn push_disk_full_over_ssh_prints_servers_message() {
+    let peer = Peer::start();
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("keep.txt"), "keep me\n").unwrap();
+    let old: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(src.join("old.bin"), &old).unwrap();
+    let Some(mnt) = peerfs::Tmpfs::mount(&d.path().join("small"), "1m") else {
+        return;
+    };
+    let remote = mnt.path.join("remote");
+    let src_arg = format!("{}/", src.display());
+    ok(&peer.run(&[&src_arg, &peer.remote(&remote)]));
+    same_tree(&src, &remote);
+    let keep_before = std::fs::read(remote.join("keep.txt")).unwrap();
+
+    // 3 MB cannot fit in what is left of 1 MiB.
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2246822519) >> 7) as u8)
+        .collect();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    let o = peer.run_limited(Duration::from_secs(120), &[&src_arg, &peer.remote(&remote)]);
+    let err = failed(&o);
+    assert!(err.contains("No space left on device"), "{err}");
+    let mut names: Vec<_> = std::fs::read_dir(&remote)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["keep.txt", "old.bin"], "left over on the remote");
+    assert_eq!(std::fs::read(remote.join("keep.txt")).unwrap(), keep_before);
+    assert_eq!(std::fs::read(remote.join("old.bin")).unwrap(), old);
+
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    ok(&peer.run(&[&src_arg, &peer.remote(&remote)]));
+    same_tree(&src, &remote);
+    drop(mnt);
+}
+
+/// `sha256sum` of each file (coreutils: independent of our code; streaming),
+/// the files hashed concurrently.
+fn sha256(paths: &[&Path]) -> Vec<String> {
+    let children: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            Command::new("sha256sum")
+                .arg(p)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success());
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// A 3 GiB sparse file (1 MiB non-zero regions at the start, past 1 GiB,
+/// straddling 2 GiB where 32-bit offsets overflow, and at the end) pushed
+/// through `offsite rsync` over SSH arrives with the same size, mtime and
+/// SHA-256. Prints how long the push took.
+#[test]
+fn push_3gib_sparse_file_over_ssh() {
+    use std::io::{Seek, SeekFrom, Write};
+    let peer = Peer::start();
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let size: u64 = 3 << 30;
+    let path = src.join("disk.img");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    let region: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8 | 1)
+        .collect();
+    for at in [0, (1 << 30) + 12_345, (2 << 30) - 500_000, size - 300_000] {
+        f.seek(SeekFrom::Start(at)).unwrap();
+        let n = region.len().min((size - at) as usize);
+        f.write_all(&region[..n]).unwrap();
+    }
+    drop(f);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+
+    let remote = d.path().join("remote");
+    let started = Instant::now();
+    let o = peer.run_limited(
+        Duration::from_secs(1200),
+        &[
+            "--stats",
+            &format!("{}/", src.display()),
+            &peer.remote(&remote),
+        ],
+    );
+    let stats = ok(&o);
+    eprintln!("3 GiB sparse push over ssh: {:?}", started.elapsed());
+    assert_eq!(literal(&stats), size, "{stats}");
+    let got = remote.join("disk.img");
+    assert_eq!(std::fs::metadata(&got).unwrap().len(), size);
+    let sums = sha256(&[&got, &path]);
+    assert_eq!(sums[0], sums[1]);
+    assert_eq!(
+        std::fs::metadata(&got).unwrap().mtime(),
+        std::fs::metadata(&path).unwrap().mtime()
+    );
+}
+
+/// Push with changes and pull with the server forced down to `protocol`
+/// by a `--rsync-path` wrapper that also records the first bytes the server
+/// writes: its version, as an int32 LE, proves which protocol was spoken.
+fn push_and_pull_at_server_protocol(protocol: u32) {
+    let peer = Peer::start();
+    let d = tempfile::tempdir().unwrap();
+    let wrapper = d.path().join("rsync-forced");
+    let record = d.path().join("server-output.bin");
+    // Process substitution needs bash.
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nexec rsync --protocol={protocol} \"$@\" > >(tee -a '{}')\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rsync_path = wrapper.to_str().unwrap();
+    let version = |record: &Path| {
+        let b = std::fs::read(record).unwrap();
+        assert!(b.len() >= 4, "nothing recorded");
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    };
+
+    let src = d.path().join("src");
+    let remote = d.path().join("remote");
+    make_tree(&src);
+    let src_arg = format!("{}/", src.display());
+    ok(&peer.run(&["--rsync-path", rsync_path, &src_arg, &peer.remote(&remote)]));
+    assert_eq!(version(&record), protocol);
+    same_tree(&src, &remote);
+
+    // Changes: an edit and an insertion in the big file, a new file, a
+    // removed file (--delete), a changed symlink.
+    let mut big = std::fs::read(src.join("big.bin")).unwrap();
+    big[1_000_000] ^= 0x55;
+    big.splice(2_500_000..2_500_000, *b"inserted");
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("a/new.txt"), "new\n").unwrap();
+    std::fs::remove_file(src.join("empty")).unwrap();
+    std::fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("a/new.txt", src.join("link")).unwrap();
+    std::fs::remove_file(&record).unwrap();
+    let stats = ok(&peer.run(&[
+        "--rsync-path",
+        rsync_path,
+        "--delete",
+        "--stats",
+        &src_arg,
+        &peer.remote(&remote),
+    ]));
+    assert_eq!(version(&record), protocol);
+    same_tree(&src, &remote);
+    assert!(literal(&stats) < 40_000, "literal {}", literal(&stats));
+
+    // Pull the tree back, then a change on the remote side.
+    let local = d.path().join("local");
+    std::fs::remove_file(&record).unwrap();
+    ok(&peer.run(&[
+        "--rsync-path",
+        rsync_path,
+        &format!("{}/", peer.remote(&remote)),
+        local.to_str().unwrap(),
+    ]));
+    assert_eq!(version(&record), protocol);
+    same_tree(&remote, &local);
+    let mut big = std::fs::read(remote.join("big.bin")).unwrap();
+    big.truncate(3_000_000);
+    big.extend_from_slice(b"new tail");
+    std::fs::write(remote.join("big.bin"), &big).unwrap();
+    std::fs::write(remote.join("a/b/remote-only"), "r\n").unwrap();
+    let stats = ok(&peer.run(&[
+        "--rsync-path",
+        rsync_path,
+        "--stats",
+        &format!("{}/", peer.remote(&remote)),
+        local.to_str().unwrap(),
+    ]));
+    same_tree(&remote, &local);
+    assert!(literal(&stats) < 40_000, "literal {}", literal(&stats));
+}
+
+#[test]
+fn push_and_pull_with_server_at_protocol_27_over_ssh() {
+    push_and_pull_at_server_protocol(27);
+}
+
+#[test]
+fn push_and_pull_with_server_at_protocol_30_over_ssh() {
+    push_and_pull_at_server_protocol(30);
 }
