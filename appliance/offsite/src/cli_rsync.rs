@@ -122,8 +122,8 @@ impl RsyncArgs {
 fn show_event(e: Event<'_>) {
     match e {
         Event::Message { kind, text } => match kind {
-            MessageKind::Info => eprint!("{text}"),
-            _ => eprint!("remote: {text}"),
+            MessageKind::Info => eprintln!("{}", text.trim_end()),
+            _ => eprintln!("remote: {}", text.trim_end()),
         },
         Event::LocalError { name, error } => {
             eprintln!("offsite: {}: {error}", String::from_utf8_lossy(name));

@@ -137,8 +137,9 @@
 //! * Keepalives at protocol < 30 (only MSG_NOOP/empty DATA exist at 30/31).
 //! * On a content-provider failure at protocol < 30 the session fails
 //!   (there is no MSG_NO_SEND before 30).
-//! * Pull: symlink mtimes are not set (std has no `lutimes`), nor are
-//!   owners; `--delete` of local extras, `--partial`, `--inplace`,
+//! * Pull: owners are not set (symlink mtimes are, on the link itself,
+//!   with `utimensat(AT_SYMLINK_NOFOLLOW)`); `--delete` of local extras,
+//!   `--partial`, `--inplace`,
 //!   `--link-dest`, `--checksum` and several remote paths in one session
 //!   are not offered; an existing directory where the server lists a file
 //!   or symlink is reported as a failed entry instead of being removed. The
