@@ -901,18 +901,23 @@ impl ShareRun<'_> {
             .map_err(|e| Error::new("manifest name", e))?;
         let options = SealOptions { compress: true };
         let keys = self.ctx.keys.clone();
-        let file2 = file.try_clone().map_err(ctx)?;
-        let sealed = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            seal::seal(&keys, &identity, options, &file2, &mut out).map(|_| out)
+        let tmp_dir = self.ctx.config.state_dir.join("tmp");
+        // Sealed into a temporary file (not memory: it grows with the number of entries), then sent as is.
+        let sealed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut out = tempfile::Builder::new()
+                .prefix(".manifest-")
+                .tempfile_in(&tmp_dir)?;
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, out.as_file_mut());
+            seal::seal(&keys, &identity, options, &file, &mut w)?;
+            drop(w);
+            let meta = out.as_file().metadata()?;
+            Ok((out, meta))
         })
         .await
         .map_err(|e| Error::new("sealing the manifest", e))?
         .map_err(ctx)?;
-        drop(file);
-        // Memory: the sealed manifest is about 100 bytes per entry, compressed by deflate; it is held only
-        // for this last session.
-        let len = sealed.len() as u64;
+        let (sealed_file, meta) = sealed;
+        let len = meta.len();
         let now = self.ctx.now.as_second();
         let entries = vec![
             root_entry(&self.root),
@@ -920,16 +925,25 @@ impl ShareRun<'_> {
         ];
         let flist = FileList::new(entries, self.root.mtime)
             .map_err(|e| Error::new("building the manifest's file list", e))?;
-        let sources = Arc::new(vec![Source::None, Source::Inline(sealed.into())]);
+        let spec = FileSpec {
+            path: sealed_file.path().to_owned(),
+            stat: Stat::of(&meta),
+            sealed_as: None,
+            remote_size: len,
+        };
+        let sources = Arc::new(vec![Source::None, Source::File(spec)]);
         let mut content = BatchContent {
             sources: sources.clone(),
             outcomes: Arc::new(Mutex::new(vec![Outcome::default(); 2])),
             keys: self.ctx.keys.clone(),
             options,
-            counters: self.counters.clone(),
+            // Not share data: kept out of the share's read counters.
+            counters: Arc::new(ReadCounters::default()),
         };
         let mut sink = |_: &Progress<'_>| {};
-        self.push(&flist, &mut content, report, &mut sink).await
+        let result = self.push(&flist, &mut content, report, &mut sink).await;
+        drop(sealed_file);
+        result
     }
 }
 

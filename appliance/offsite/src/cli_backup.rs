@@ -45,6 +45,9 @@ pub struct BackupArgs {
     /// Print the run report as JSON on stdout at the end.
     #[arg(long)]
     json: bool,
+    /// Entries per rsync session: memory is proportional to it, not to the number of files.
+    #[arg(long, value_name = "N", default_value_t = BackupOptions::default().batch_entries)]
+    batch_entries: usize,
 }
 
 /// A TOML basic string.
@@ -179,10 +182,13 @@ pub fn backup(a: BackupArgs) -> Result<ExitCode> {
         shares: a.share.clone(),
         dry_run: a.dry_run,
         passphrase,
+        batch_entries: a.batch_entries.max(1),
         ..BackupOptions::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Reading and sealing threads: each keeps its buffers for the next file (about 0.5 MiB).
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

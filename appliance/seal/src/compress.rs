@@ -26,20 +26,35 @@ pub(crate) fn worth_trying(data: &[u8]) -> bool {
     512 * sum_sq >= 3 * count * count
 }
 
-/// A reusable raw-deflate compressor (its tables are allocated once).
+/// A reusable raw-deflate compressor. Its tables are only set up when a chunk first passes the
+/// compressibility test (incompressible files never pay for them) and are recycled per thread when it is
+/// dropped ([`crate::spare`]).
 pub(crate) struct Compressor {
-    oxide: Box<CompressorOxide>,
+    oxide: Option<Box<CompressorOxide>>,
     out: Vec<u8>,
+}
+
+fn new_oxide() -> Box<CompressorOxide> {
+    Box::new(CompressorOxide::with_format_and_level(
+        DataFormat::Raw,
+        CompressionLevel::BestSpeed,
+    ))
+}
+
+impl Drop for Compressor {
+    fn drop(&mut self) {
+        if let Some(o) = self.oxide.take() {
+            crate::spare::give_deflate(o);
+        }
+        crate::spare::give_buffer(std::mem::take(&mut self.out));
+    }
 }
 
 impl Compressor {
     pub(crate) fn new() -> Compressor {
         Compressor {
-            oxide: Box::new(CompressorOxide::with_format_and_level(
-                DataFormat::Raw,
-                CompressionLevel::BestSpeed,
-            )),
-            out: vec![0u8; MAX_CHUNK],
+            oxide: None,
+            out: Vec::new(),
         }
     }
 
@@ -49,13 +64,17 @@ impl Compressor {
             return None;
         }
         let limit = data.len() * 15 / 16;
-        self.oxide.reset();
-        let (status, consumed, produced) = compress(
-            &mut self.oxide,
-            data,
-            &mut self.out[..limit],
-            TDEFLFlush::Finish,
-        );
+        let oxide = self
+            .oxide
+            .get_or_insert_with(|| crate::spare::take_deflate(new_oxide));
+        // The same settings every time; `reset` makes a recycled state identical to a new one.
+        oxide.reset();
+        if self.out.len() < MAX_CHUNK {
+            self.out = crate::spare::take_buffer(MAX_CHUNK);
+            self.out.resize(MAX_CHUNK, 0);
+        }
+        let (status, consumed, produced) =
+            compress(oxide, data, &mut self.out[..limit], TDEFLFlush::Finish);
         if status == TDEFLStatus::Done && consumed == data.len() && produced <= limit {
             Some(&self.out[..produced])
         } else {

@@ -36,6 +36,7 @@ mod keys;
 pub mod names;
 mod path;
 mod seal;
+mod spare;
 mod unseal;
 
 pub use error::{Result, SealError};

@@ -171,12 +171,19 @@ pub struct Sealer<R> {
     stats: SealStats,
 }
 
+impl<R> Drop for Sealer<R> {
+    fn drop(&mut self) {
+        crate::spare::give_buffer(std::mem::take(&mut self.buf));
+        crate::spare::give_buffer(std::mem::take(&mut self.out));
+    }
+}
+
 impl<R: Read> Sealer<R> {
     pub fn new(keys: &Keys, path: &RelPath, options: SealOptions, input: R) -> Sealer<R> {
         let k = &keys.0;
         let fid = file_id(k, path);
         let head = header(k.suite, k.key_id, &fid);
-        let mut out = Vec::with_capacity(LEN_LEN + TAG_LEN + MAX_BODY);
+        let mut out = crate::spare::take_buffer(LEN_LEN + TAG_LEN + MAX_BODY);
         out.extend_from_slice(&head);
         Sealer {
             input,
@@ -190,7 +197,11 @@ impl<R: Read> Sealer<R> {
             },
             pool: None,
             trailer: prefixed_hasher(&k.trailer_mac, &head, &fid),
-            buf: vec![0u8; 2 * MAX_CHUNK],
+            buf: {
+                let mut b = crate::spare::take_buffer(2 * MAX_CHUNK);
+                b.resize(2 * MAX_CHUNK, 0);
+                b
+            },
             start: 0,
             end: 0,
             input_done: false,
