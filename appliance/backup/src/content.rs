@@ -123,18 +123,41 @@ pub fn produce(
 ) -> io::Result<[u8; 32]> {
     let file = open_checked(spec)?;
     counters.files_read.fetch_add(1, Ordering::Relaxed);
-    let mut input = Counted {
+    let input = Counted {
         inner: &file,
         counters,
         total: 0,
     };
-    let mut buf = vec![0u8; PIECE];
+    PIECE_BUF.with_borrow_mut(|buf| {
+        if buf.len() < PIECE {
+            buf.resize(PIECE, 0);
+        }
+        produce_with(spec, keys, options, counters, sink, &file, input, buf)
+    })
+}
+
+thread_local! {
+    /// One piece buffer per reading thread, reused file after file.
+    static PIECE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[allow(clippy::too_many_arguments)]
+fn produce_with(
+    spec: &FileSpec,
+    keys: &Keys,
+    options: SealOptions,
+    counters: &ReadCounters,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    file: &File,
+    mut input: Counted<'_, &File>,
+    buf: &mut [u8],
+) -> io::Result<[u8; 32]> {
     let mut produced = 0u64;
     let hash = match &spec.sealed_as {
         Some(rel) => {
             let mut sealer = Sealer::new(keys, rel, options, &mut input);
             loop {
-                let n = sealer.read(&mut buf)?;
+                let n = sealer.read(buf)?;
                 if n == 0 {
                     break;
                 }
@@ -149,7 +172,7 @@ pub fn produce(
         None => {
             let mut hasher = blake3::Hasher::new();
             loop {
-                let n = input.read(&mut buf)?;
+                let n = input.read(buf)?;
                 if n == 0 {
                     break;
                 }

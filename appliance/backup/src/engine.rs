@@ -35,7 +35,7 @@ use crate::manifest::{
     EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntry, ManifestHeader, ManifestWriter,
     sealed_identity,
 };
-use crate::progress::Progress;
+use crate::progress::{Counters, Progress};
 use crate::remote_ops::{self, ShareOnTarget};
 use crate::report::{RunReport, ShareReport, ShareStatus};
 use crate::snapshot::{self, SnapshotId};
@@ -61,7 +61,7 @@ impl Default for BackupOptions {
         BackupOptions {
             shares: Vec::new(),
             dry_run: false,
-            batch_entries: 4096,
+            batch_entries: 2048,
             passphrase: None,
             now: None,
         }
@@ -202,8 +202,8 @@ async fn backup_share(
 
 /// Maps plaintext paths to the names used on the target, folder by folder (the walk is depth-first, so
 /// the folders above the current entry are a stack).
-struct Names<'k> {
-    keys: Option<&'k Keys>,
+struct Names {
+    keys: Option<Keys>,
     /// (plaintext path, target path, the folder's list entry) of the folders above the current entry.
     stack: Vec<(Vec<u8>, Vec<u8>, FileEntry)>,
 }
@@ -211,7 +211,7 @@ struct Names<'k> {
 /// A long name's side file: its target path and content.
 type SideFile = (Vec<u8>, Vec<u8>);
 
-impl Names<'_> {
+impl Names {
     fn map(&mut self, rel: &[u8]) -> Result<(Vec<u8>, Option<SideFile>), String> {
         let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&rel[..i], &rel[i + 1..]),
@@ -235,7 +235,7 @@ impl Names<'_> {
                 [a, b"/", b].concat()
             }
         };
-        let Some(keys) = self.keys else {
+        let Some(keys) = &self.keys else {
             return Ok((rel.to_vec(), None));
         };
         let sealed = seal_name(keys, parent, name).map_err(|e| e.to_string())?;
@@ -405,44 +405,60 @@ async fn share_run(
     if let Some(p) = &old_index.problem {
         report.notes.push(format!("index: {p}"));
     }
-    let mut names = Names {
-        keys: share.encrypt_names.then_some(ctx.keys),
-        stack: Vec::new(),
+    let preparer = Preparer {
+        share: share.clone(),
+        keys: ctx.keys.clone(),
+        seal_options: run.seal_options,
+        names: Names {
+            keys: share.encrypt_names.then(|| ctx.keys.clone()),
+            stack: Vec::new(),
+        },
+        old_index,
+        walker: Some(walker),
+        batch_entries: ctx.opts.batch_entries.max(1),
     };
-    let mut batch = Batch::default();
-    for item in walker {
-        let entry = match item {
-            walk::Item::Skipped { rel, reason } => {
-                progress(&Progress::Skipped {
-                    share: name,
-                    path: &rel,
-                    reason: &reason,
-                });
-                report.skip(&rel, reason);
-                continue;
-            }
-            walk::Item::Entry(e) => e,
-        };
-        report.counters.entries += 1;
-        if let Err(reason) = add_entry(&run, &mut names, &mut old_index, &mut batch, entry, report)
-        {
+    // The walk (stat, index merge, sizing of changed files) runs one batch ahead of the push, on its own
+    // thread: the target works on one batch while the next is prepared.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Prepared>(1);
+    let walk_thread = std::thread::Builder::new()
+        .name("offsite-walk".into())
+        .spawn(move || preparer.run(tx))
+        .map_err(|e| Error::new(format!("share {name}: starting the walk"), e))?;
+    let mut outcome = Ok(());
+    while let Some(p) = rx.recv().await {
+        report.counters.entries += p.counts.entries;
+        report.counters.files += p.counts.files;
+        report.counters.bytes += p.counts.bytes;
+        report.counters.unchanged += p.counts.unchanged;
+        // Reads for sizing count as reads of the share.
+        run.counters
+            .files_read
+            .fetch_add(p.counts.files_read, std::sync::atomic::Ordering::Relaxed);
+        run.counters
+            .bytes_read
+            .fetch_add(p.counts.bytes_read, std::sync::atomic::Ordering::Relaxed);
+        for (rel, reason) in p.skips {
             progress(&Progress::Skipped {
                 share: name,
-                path: &reason.0,
-                reason: &reason.1,
+                path: &rel,
+                reason: &reason,
             });
-            report.skip(&reason.0, reason.1);
+            report.skip(&rel, reason);
         }
-        if batch.walked_count >= ctx.opts.batch_entries.max(1) {
-            let full = std::mem::take(&mut batch);
-            run.push_batch(full, report, progress).await?;
-            // The next batch starts with the folders above the next entry.
-            for (_, _, dir) in &names.stack {
-                batch.push(dir.clone(), Source::None, None);
-            }
+        if let Err(e) = run.push_batch(p.batch, report, progress).await {
+            outcome = Err(e);
+            break;
         }
     }
-    run.push_batch(batch, report, progress).await?;
+    drop(rx);
+    let walked = walk_thread.join();
+    outcome?;
+    if walked.is_err() {
+        return Err(Error::new(
+            format!("share {name}"),
+            "the walk thread failed",
+        ));
+    }
     run.push_manifest(report).await?;
     if let Some(index) = run.index.take() {
         index.commit().map_err(state_ctx)?;
@@ -478,14 +494,14 @@ async fn share_run(
 
 /// Adds one walked entry to the batch; an error names the entry and why it is skipped.
 fn add_entry(
-    run: &ShareRun<'_>,
-    names: &mut Names<'_>,
-    old_index: &mut IndexReader,
+    prep: &mut Preparer,
     batch: &mut Batch,
     e: walk::Entry,
-    report: &mut ShareReport,
+    counts: &mut Counters,
 ) -> Result<(), (Vec<u8>, String)> {
-    let share = run.share;
+    let share = &prep.share;
+    let names = &mut prep.names;
+    let old_index = &mut prep.old_index;
     let fail = |rel: &[u8], why: String| (rel.to_vec(), why);
     if !share.encrypt_names && !e.rel.contains(&b'/') && e.rel.starts_with(b".offsite") {
         return Err(fail(
@@ -522,9 +538,9 @@ fn add_entry(
                 let rel = RelPath::new(e.rel.clone()).map_err(|x| fail(&e.rel, x.to_string()))?;
                 let mut sealed = Vec::new();
                 let stats = seal::seal(
-                    run.ctx.keys,
+                    &prep.keys,
                     &rel,
-                    run.seal_options,
+                    prep.seal_options,
                     &target[..],
                     &mut sealed,
                 )
@@ -558,8 +574,8 @@ fn add_entry(
             }
         }
         Kind::File => {
-            report.counters.files += 1;
-            report.counters.bytes += st.size;
+            counts.files += 1;
+            counts.bytes += st.size;
             let sealed_as = if share.encrypt {
                 Some(RelPath::new(e.rel.clone()).map_err(|x| fail(&e.rel, x.to_string()))?)
             } else {
@@ -567,7 +583,7 @@ fn add_entry(
             };
             let known = match old_index.lookup(&e.rel) {
                 Some(ix) if ix.matches(st) => {
-                    report.counters.unchanged += 1;
+                    counts.unchanged += 1;
                     Some((ix.remote_size, ix.hash))
                 }
                 _ => None,
@@ -602,6 +618,146 @@ fn add_entry(
     Ok(())
 }
 
+/// A batch ready to push, with what the walk found on the way.
+struct Prepared {
+    batch: Batch,
+    skips: Vec<(Vec<u8>, String)>,
+    counts: Counters,
+}
+
+/// Walks the share and fills batches, on its own thread.
+struct Preparer {
+    share: ShareConfig,
+    keys: Keys,
+    seal_options: SealOptions,
+    names: Names,
+    old_index: IndexReader,
+    walker: Option<Walker>,
+    batch_entries: usize,
+}
+
+impl Preparer {
+    /// Sends batches until the walk ends (always at least one, so the snapshot folder is made).
+    fn run(mut self, tx: tokio::sync::mpsc::Sender<Prepared>) {
+        loop {
+            let (p, more) = self.next_batch();
+            if tx.blocking_send(p).is_err() || !more {
+                return;
+            }
+        }
+    }
+
+    fn next_batch(&mut self) -> (Prepared, bool) {
+        let mut p = Prepared {
+            batch: Batch::default(),
+            skips: Vec::new(),
+            counts: Counters::default(),
+        };
+        // A batch starts with the folders above the next entry.
+        for (_, _, dir) in &self.names.stack {
+            p.batch.push(dir.clone(), Source::None, None);
+        }
+        let mut walker = match self.walker.take() {
+            Some(w) => w,
+            None => return (p, false),
+        };
+        let mut more = false;
+        for item in walker.by_ref() {
+            match item {
+                walk::Item::Skipped { rel, reason } => p.skips.push((rel, reason)),
+                walk::Item::Entry(e) => {
+                    p.counts.entries += 1;
+                    if let Err(skip) = add_entry(self, &mut p.batch, e, &mut p.counts) {
+                        p.skips.push(skip);
+                    }
+                }
+            }
+            if p.batch.walked_count >= self.batch_entries {
+                more = true;
+                break;
+            }
+        }
+        if more {
+            self.walker = Some(walker);
+        }
+        self.size_files(&mut p);
+        (p, more)
+    }
+
+    /// Learns the sealed size of the batch's changed files (on up to two threads), dropping the ones that
+    /// cannot be read.
+    fn size_files(&self, p: &mut Prepared) {
+        let todo: Vec<usize> = p
+            .batch
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Source::File(spec) if spec.remote_size == u64::MAX => Some(i),
+                _ => None,
+            })
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let counters = ReadCounters::default();
+        let size = |i: usize| match &p.batch.sources[i] {
+            Source::File(spec) => {
+                crate::content::sealed_size(spec, &self.keys, self.seal_options, &counters)
+            }
+            _ => Err(std::io::Error::other("not a file")),
+        };
+        let results: Vec<(usize, std::io::Result<u64>)> = if todo.len() < 16 {
+            todo.iter().map(|&i| (i, size(i))).collect()
+        } else {
+            let (a, b) = todo.split_at(todo.len() / 2);
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| a.iter().map(|&i| (i, size(i))).collect::<Vec<_>>());
+                let mut mine: Vec<_> = b.iter().map(|&i| (i, size(i))).collect();
+                let mut all = other.join().unwrap_or_default();
+                all.append(&mut mine);
+                all
+            })
+        };
+        p.counts.files_read += counters.files_read.into_inner();
+        p.counts.bytes_read += counters.bytes_read.into_inner();
+        let mut dropped = Vec::new();
+        let mut sized = 0;
+        for (i, r) in results {
+            match r {
+                Ok(size) => {
+                    if let Source::File(spec) = &mut p.batch.sources[i] {
+                        spec.remote_size = size;
+                    }
+                    p.batch.entries[i].kind = rsync_wire::EntryKind::File { size };
+                    sized += 1;
+                }
+                Err(e) => dropped.push((i, e.to_string())),
+            }
+        }
+        // Anything still unsized (a failed thread) is dropped too.
+        if sized + dropped.len() < todo.len() {
+            for &i in &todo {
+                if let Source::File(spec) = &p.batch.sources[i]
+                    && spec.remote_size == u64::MAX
+                    && !dropped.iter().any(|d| d.0 == i)
+                {
+                    dropped.push((i, "its size could not be computed".into()));
+                }
+            }
+        }
+        dropped.sort_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, why) in dropped {
+            if let Some(w) = p.batch.walked.remove(i) {
+                p.skips.push((w.rel, why));
+                p.batch.walked_count -= 1;
+            }
+            p.batch.entries.remove(i);
+            p.batch.sources.remove(i);
+        }
+    }
+}
+
 impl ShareRun<'_> {
     fn publish(&self, report: &mut ShareReport, progress: &mut ProgressFn<'_>) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -612,91 +768,6 @@ impl ShareRun<'_> {
             share: &self.share.name,
             counters: report.counters,
         });
-    }
-
-    /// Learns the sealed size of the batch's changed files (on two threads), dropping the ones that
-    /// cannot be read.
-    async fn size_files(
-        &self,
-        batch: &mut Batch,
-        report: &mut ShareReport,
-        progress: &mut ProgressFn<'_>,
-    ) {
-        let todo: Vec<(usize, FileSpec)> = batch
-            .sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                Source::File(spec) if spec.remote_size == u64::MAX => Some((i, spec.clone())),
-                _ => None,
-            })
-            .collect();
-        if todo.is_empty() {
-            return;
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        let per = todo.len().div_ceil(threads);
-        let mut tasks = Vec::new();
-        for part in todo.chunks(per) {
-            let part = part.to_vec();
-            let keys = self.ctx.keys.clone();
-            let options = self.seal_options;
-            let counters = self.counters.clone();
-            tasks.push(tokio::task::spawn_blocking(move || {
-                part.into_iter()
-                    .map(|(i, spec)| {
-                        (
-                            i,
-                            crate::content::sealed_size(&spec, &keys, options, &counters),
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            }));
-        }
-        let mut dropped = Vec::new();
-        for t in tasks {
-            let results = match t.await {
-                Ok(r) => r,
-                Err(e) => {
-                    report.notes.push(format!("a sizing thread failed: {e}"));
-                    continue;
-                }
-            };
-            for (i, r) in results {
-                match r {
-                    Ok(size) => {
-                        if let Source::File(spec) = &mut batch.sources[i] {
-                            spec.remote_size = size;
-                        }
-                        batch.entries[i].kind = rsync_wire::EntryKind::File { size };
-                    }
-                    Err(e) => dropped.push((i, e.to_string())),
-                }
-            }
-        }
-        // Anything still unsized (a failed thread) is dropped too.
-        for (i, s) in batch.sources.iter().enumerate() {
-            if let Source::File(spec) = s
-                && spec.remote_size == u64::MAX
-                && !dropped.iter().any(|d| d.0 == i)
-            {
-                dropped.push((i, "its size could not be computed".into()));
-            }
-        }
-        dropped.sort_by_key(|d| std::cmp::Reverse(d.0));
-        for (i, why) in dropped {
-            if let Some(w) = batch.walked.remove(i) {
-                progress(&Progress::Skipped {
-                    share: &self.share.name,
-                    path: &w.rel,
-                    reason: &why,
-                });
-                report.skip(&w.rel, why);
-                batch.walked_count -= 1;
-            }
-            batch.entries.remove(i);
-            batch.sources.remove(i);
-        }
     }
 
     fn server_options(&self) -> PushOptions {
@@ -782,7 +853,6 @@ impl ShareRun<'_> {
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
-        self.size_files(&mut batch, report, progress).await;
         let mut entries = Vec::with_capacity(batch.entries.len() + 1);
         entries.push(root_entry(&self.root));
         entries.append(&mut batch.entries);
@@ -897,7 +967,7 @@ impl ShareRun<'_> {
         let ctx =
             |e: std::io::Error| Error::new(format!("share {}: the manifest", self.share.name), e);
         let (file, _len, _count) = m.finish().map_err(ctx)?;
-        let identity = RelPath::new(sealed_identity(&self.share.name, &self.snapshot))
+        let identity = RelPath::new(sealed_identity(&self.share.name))
             .map_err(|e| Error::new("manifest name", e))?;
         let options = SealOptions { compress: true };
         let keys = self.ctx.keys.clone();

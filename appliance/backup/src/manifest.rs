@@ -2,8 +2,8 @@
 //! and stored as `.offsite-manifest` in the snapshot folder.
 //!
 //! Sealing authenticates it (a changed byte fails) and binds it to its place: the sealed file's identity is
-//! the path `<share>/<snapshot>/.offsite-manifest`, so a manifest copied into another snapshot folder does
-//! not open there. Against the manifest a restore or verify detects files that were deleted, added, rolled
+//! the path `<share>/.offsite-manifest` (a manifest of another share does not open), and its authenticated
+//! header names the snapshot (a manifest copied into another snapshot folder is refused). Against the manifest a restore or verify detects files that were deleted, added, rolled
 //! back to an older version or swapped on the target, not only bit flips. Its presence also marks the
 //! snapshot as complete: it is written last.
 //!
@@ -24,9 +24,13 @@ pub const MANIFEST_NAME: &str = ".offsite-manifest";
 /// Bumped when the layout changes.
 pub const MANIFEST_FORMAT: u32 = 1;
 
-/// The path a manifest is sealed under: binds it to its share and snapshot.
-pub fn sealed_identity(share: &str, snapshot: &str) -> String {
-    format!("{share}/{snapshot}/{MANIFEST_NAME}")
+/// The path a manifest is sealed under: binds it to its share. The snapshot it belongs to is in its
+/// (authenticated) header and checked by [`ManifestReader::new`]. Not binding the sealed identity to the
+/// snapshot keeps consecutive manifests alike byte for byte except where entries changed, so rsync sends
+/// a night's manifest as a small delta against the previous one (measured: 5.0 MiB → see BENCHMARKS.md
+/// for 100,000 files).
+pub fn sealed_identity(share: &str) -> String {
+    format!("{share}/{MANIFEST_NAME}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -293,3 +293,27 @@ fn unreadable_and_special_entries_make_a_partial_run() {
     assert!(snap.join(".offsite-manifest").is_file());
     assert_restores(&s, snap, &|rel| rel == b"a-fifo");
 }
+
+#[test]
+fn many_small_batches_give_the_same_snapshot() {
+    // Sessions of two entries: every batch must repeat the folders above its first entry, and long-name
+    // side files must land beside their names.
+    let s = Setup::new();
+    fill_share(&s.share);
+    s.local_config("");
+    let (out, r) = s.backup(&["--batch-entries", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(r["shares"][0]["sessions"].as_u64().unwrap() > 5, "{r}");
+    let snap = s.snapshots(&s.target)[0].clone();
+    assert_restores(&s, &snap, &|_| false);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (out, r) = s.backup(&["--batch-entries", "3"]);
+    assert!(out.status.success());
+    assert_eq!(counter(&r, "files_read"), 0, "{r}");
+    // The manifest is sent as a delta against the previous one.
+    assert!(counter(&r, "literal_bytes") < 2000, "{r}");
+}

@@ -70,8 +70,8 @@ impl Compressor {
         // The same settings every time; `reset` makes a recycled state identical to a new one.
         oxide.reset();
         if self.out.len() < MAX_CHUNK {
-            self.out = crate::spare::take_buffer(MAX_CHUNK);
-            self.out.resize(MAX_CHUNK, 0);
+            // Only the bytes deflate writes are read back.
+            self.out = crate::spare::take_window(MAX_CHUNK);
         }
         let (status, consumed, produced) =
             compress(oxide, data, &mut self.out[..limit], TDEFLFlush::Finish);

@@ -197,11 +197,8 @@ impl<R: Read> Sealer<R> {
             },
             pool: None,
             trailer: prefixed_hasher(&k.trailer_mac, &head, &fid),
-            buf: {
-                let mut b = crate::spare::take_buffer(2 * MAX_CHUNK);
-                b.resize(2 * MAX_CHUNK, 0);
-                b
-            },
+            // Only `buf[start..end]`, filled from the input, is ever read.
+            buf: crate::spare::take_window(2 * MAX_CHUNK),
             start: 0,
             end: 0,
             input_done: false,

@@ -37,6 +37,27 @@ pub(crate) fn take_buffer(capacity: usize) -> Vec<u8> {
     }
 }
 
+/// A buffer of exactly `len` bytes, for a caller that only ever reads back what it wrote into it: a
+/// recycled buffer keeps its old bytes (zero-filling 128 KiB per small file was measured at a tenth of a
+/// backup's CPU); a new one is zeroed.
+pub(crate) fn take_window(len: usize) -> Vec<u8> {
+    let reused = BUFFERS
+        .try_with(|b| {
+            let mut b = b.borrow_mut();
+            let i = b.iter().position(|v| v.len() >= len)?;
+            Some(b.swap_remove(i))
+        })
+        .ok()
+        .flatten();
+    match reused {
+        Some(mut v) => {
+            v.truncate(len);
+            v
+        }
+        None => vec![0u8; len],
+    }
+}
+
 /// Gives a buffer back for reuse on this thread.
 pub(crate) fn give_buffer(v: Vec<u8>) {
     if v.capacity() == 0 {
