@@ -197,6 +197,16 @@ async fn backup_share(
         Ok(()) => report.status = ShareStatus::Ok,
     }
     report.seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        share = %share.name,
+        status = ?report.status,
+        files = report.counters.files,
+        read = report.counters.bytes_read,
+        literal = report.counters.literal_bytes,
+        failed = report.counters.failed,
+        seconds = report.seconds,
+        "share finished"
+    );
     report
 }
 
@@ -357,6 +367,7 @@ async fn share_run(
         return Ok(());
     }
     report.snapshot = Some(snapshot.clone());
+    tracing::info!(share = %name, %snapshot, snapshots = on_target.snapshots.len(), "backing up");
     progress(&Progress::ShareStarted {
         share: name,
         snapshot: Some(&snapshot),
@@ -445,6 +456,7 @@ async fn share_run(
             });
             report.skip(&rel, reason);
         }
+        tracing::debug!(share = %name, entries = p.batch.entries.len(), "pushing a batch");
         if let Err(e) = run.push_batch(p.batch, report, progress).await {
             outcome = Err(e);
             break;
@@ -485,8 +497,14 @@ async fn share_run(
         )
         .await
         {
-            Ok(()) => report.pruned = prune.iter().map(ToString::to_string).collect(),
-            Err(e) => report.notes.push(format!("retention: {e}")),
+            Ok(()) => {
+                tracing::info!(share = %name, pruned = prune.len(), "retention applied");
+                report.pruned = prune.iter().map(ToString::to_string).collect();
+            }
+            Err(e) => {
+                tracing::warn!(share = %name, error = %e, "retention failed");
+                report.notes.push(format!("retention: {e}"));
+            }
         }
     }
     Ok(())

@@ -41,8 +41,24 @@ enum Command {
     Rsync(cli_rsync::RsyncArgs),
 }
 
+/// `OFFSITE_LOG=error|warn|info|debug|trace` turns the libraries' tracing logs on (stderr).
+fn init_logs() {
+    let Ok(level) = std::env::var("OFFSITE_LOG") else {
+        return;
+    };
+    let level = level
+        .parse::<tracing_subscriber::filter::LevelFilter>()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs();
     let result = match cli.command {
         Command::Backup(a) => match cli_backup::backup(a) {
             Ok(code) => return code,
