@@ -435,8 +435,19 @@ async fn share_run(
         .name("offsite-walk".into())
         .spawn(move || preparer.run(tx))
         .map_err(|e| Error::new(format!("share {name}: starting the walk"), e))?;
+    // One batch's server exits while the next batch is pushed (see `rsync_wire::PendingExit`).
     let mut outcome = Ok(());
-    while let Some(p) = rx.recv().await {
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        let next = rx.recv().await;
+        let Some(p) = next else {
+            if let Some(prev) = in_flight.take() {
+                let (exit, parts) = prev.split();
+                let result = exit.finish().await;
+                outcome = run.finish_batch(result, parts, report, progress).await;
+            }
+            break;
+        };
         report.counters.entries += p.counts.entries;
         report.counters.files += p.counts.files;
         report.counters.bytes += p.counts.bytes;
@@ -457,9 +468,28 @@ async fn share_run(
             report.skip(&rel, reason);
         }
         tracing::debug!(share = %name, entries = p.batch.entries.len(), "pushing a batch");
-        if let Err(e) = run.push_batch(p.batch, report, progress).await {
-            outcome = Err(e);
-            break;
+        let started = match in_flight.take() {
+            None => run.begin_batch(p.batch, report, progress).await,
+            Some(prev) => {
+                let (exit, parts) = prev.split();
+                let (result, started) =
+                    tokio::join!(exit.finish(), run.begin_batch(p.batch, report, progress));
+                if let Err(e) = run.finish_batch(result, parts, report, progress).await {
+                    if let Ok(cur) = started {
+                        let _ = cur.started.exit.finish().await;
+                    }
+                    outcome = Err(e);
+                    break;
+                }
+                started
+            }
+        };
+        match started {
+            Ok(cur) => in_flight = Some(cur),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
         }
     }
     drop(rx);
@@ -636,6 +666,45 @@ fn add_entry(
     Ok(())
 }
 
+/// A session whose protocol exchange is over.
+struct Started {
+    exit: rsync_wire::PendingExit,
+    content_errors: u64,
+    what: String,
+}
+
+/// A batch being pushed: its session, and what is needed to record it afterwards.
+struct InFlight {
+    started: Started,
+    walked: Vec<Option<Walked>>,
+    sources: Arc<Vec<Source>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+}
+
+/// An [`InFlight`] batch without its pending exit.
+struct InFlightParts {
+    content_errors: u64,
+    what: String,
+    walked: Vec<Option<Walked>>,
+    sources: Arc<Vec<Source>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+}
+
+impl InFlight {
+    fn split(self) -> (rsync_wire::PendingExit, InFlightParts) {
+        (
+            self.started.exit,
+            InFlightParts {
+                content_errors: self.started.content_errors,
+                what: self.started.what,
+                walked: self.walked,
+                sources: self.sources,
+                outcomes: self.outcomes,
+            },
+        )
+    }
+}
+
 /// A batch ready to push, with what the walk found on the way.
 struct Prepared {
     batch: Batch,
@@ -798,32 +867,32 @@ impl ShareRun<'_> {
     }
 
     /// One rsync session into the snapshot folder. Returns which entries' content failed.
-    async fn push(
+    /// Opens a session and runs the protocol exchange; the server's exit is collected later
+    /// ([`ShareRun::settle`]), so the next session can start meanwhile.
+    async fn start_push(
         &self,
         flist: &FileList,
         content: &mut BatchContent,
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<Started, Error> {
         let cfg = self.ctx.config;
         let opts = self.server_options();
         let dest = remote_ops::share_path(&cfg.target, &self.share.name, &[&self.snapshot]);
-        let what = || {
-            format!(
-                "share {}: pushing to {} on {}",
-                self.share.name,
-                String::from_utf8_lossy(&dest),
-                self.ctx.remote.describe()
-            )
-        };
+        let what = format!(
+            "share {}: pushing to {} on {}",
+            self.share.name,
+            String::from_utf8_lossy(&dest),
+            self.ctx.remote.describe()
+        );
         let argv = rsync_wire::args::server_args(&opts.server, &dest)
-            .map_err(|e| Error::new(what(), e))?;
+            .map_err(|e| Error::new(what.clone(), e))?;
         let session = self
             .ctx
             .remote
             .open(&argv)
             .await
-            .map_err(|e| Error::new(what(), e))?;
+            .map_err(|e| Error::new(what.clone(), e))?;
         let mut literal = 0u64;
         let mut matched = 0u64;
         let mut content_errors = 0u64;
@@ -839,20 +908,36 @@ impl ShareRun<'_> {
             }
             _ => {}
         };
-        let result = match cfg.target.bwlimit_kbps {
+        let exit = match cfg.target.bwlimit_kbps {
             Some(kbps) => {
                 let session = rsync_wire::Connection {
                     reader: session.reader,
                     writer: Throttled::new(session.writer, kbps.saturating_mul(1024)),
                     remote: session.remote,
                 };
-                rsync_wire::push_list(session, flist, content, &opts, &mut on_event).await
+                rsync_wire::push_list_deferred(session, flist, content, &opts, &mut on_event).await
             }
-            None => rsync_wire::push_list(session, flist, content, &opts, &mut on_event).await,
+            None => {
+                rsync_wire::push_list_deferred(session, flist, content, &opts, &mut on_event).await
+            }
         };
         report.sessions += 1;
         report.counters.literal_bytes += literal;
         report.counters.matched_bytes += matched;
+        Ok(Started {
+            exit,
+            content_errors,
+            what,
+        })
+    }
+
+    /// The outcome of a finished session.
+    fn settle(
+        result: rsync_wire::Result<rsync_wire::PushStats>,
+        content_errors: u64,
+        what: String,
+        report: &mut ShareReport,
+    ) -> Result<(), Error> {
         match result {
             Ok(stats) => {
                 report.bytes_sent += stats.bytes_sent;
@@ -861,16 +946,29 @@ impl ShareRun<'_> {
             // Files we could not read make the receiver exit with "partial transfer"; those files are
             // reported by the caller, the rest of the batch is in place.
             Err(rsync_wire::Error::RemoteExit { code: 23, .. }) if content_errors > 0 => Ok(()),
-            Err(e) => Err(Error::new(what(), e)),
+            Err(e) => Err(Error::new(what, e)),
         }
     }
 
-    async fn push_batch(
-        &mut self,
-        mut batch: Batch,
+    async fn push(
+        &self,
+        flist: &FileList,
+        content: &mut BatchContent,
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
+        let started = self.start_push(flist, content, report, progress).await?;
+        let result = started.exit.finish().await;
+        Self::settle(result, started.content_errors, started.what, report)
+    }
+
+    /// Starts pushing a batch; [`ShareRun::finish_batch`] records it once its session has ended.
+    async fn begin_batch(
+        &self,
+        mut batch: Batch,
+        report: &mut ShareReport,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<InFlight, Error> {
         let mut entries = Vec::with_capacity(batch.entries.len() + 1);
         entries.push(root_entry(&self.root));
         entries.append(&mut batch.entries);
@@ -892,14 +990,38 @@ impl ShareRun<'_> {
             options: self.seal_options,
             counters: self.counters.clone(),
         };
-        self.push(&flist, &mut content, report, progress).await?;
-        drop(flist);
+        let started = self
+            .start_push(&flist, &mut content, report, progress)
+            .await?;
+        Ok(InFlight {
+            started,
+            walked: batch.walked,
+            sources,
+            outcomes,
+        })
+    }
+
+    async fn finish_batch(
+        &mut self,
+        result: rsync_wire::Result<rsync_wire::PushStats>,
+        batch: InFlightParts,
+        report: &mut ShareReport,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<(), Error> {
+        let InFlightParts {
+            content_errors,
+            what,
+            walked,
+            sources,
+            outcomes,
+        } = batch;
+        Self::settle(result, content_errors, what, report)?;
         let outcomes = match outcomes.lock() {
             Ok(o) => o.clone(),
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
         };
         // Record what is now in the snapshot, in walk order.
-        for (i, walked) in batch.walked.into_iter().enumerate() {
+        for (i, walked) in walked.into_iter().enumerate() {
             let Some(w) = walked else { continue };
             let slot = i + 1;
             let outcome = &outcomes[slot];

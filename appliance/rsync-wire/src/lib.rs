@@ -172,7 +172,7 @@ pub use events::{Event, FileProgress, MessageKind};
 pub use filter::FilterRule;
 pub use flist::{EntryKind, FileEntry, FileList, ListLimits};
 pub use pull::{PullOptions, PullStats, list, list_local, pull, pull_local};
-pub use push::{PushOptions, push, push_list, push_local};
+pub use push::{PendingExit, PushOptions, push, push_list, push_list_deferred, push_local};
 pub use sender::{ContentSource, PushStats};
 pub use throttle::Throttled;
 pub use transport::{Connection, RemoteEnd, RemoteOutcome, spawn_local};

@@ -127,21 +127,62 @@ where
     W: AsyncWrite + Unpin + Send,
     C: ContentSource,
 {
+    push_list_deferred(conn, flist, content, opts, events)
+        .await
+        .finish()
+        .await
+}
+
+/// A push whose protocol exchange is over; the remote's exit status is still to be collected with
+/// [`PendingExit::finish`]. A caller running many sessions in a row can start the next one meanwhile: the
+/// rsync server takes tens of milliseconds to exit (it polls for its child every 20 ms).
+pub struct PendingExit {
+    result: Result<PushStats>,
+    remote: Box<dyn transport::RemoteEnd>,
+    grace: std::time::Duration,
+    messages: transport::MessageLog,
+}
+
+impl PendingExit {
+    /// Waits for the remote to exit; the session's result, as [`push_list`] returns it.
+    pub async fn finish(mut self) -> Result<PushStats> {
+        transport::conclude(self.result, self.remote.as_mut(), self.grace, self.messages).await
+    }
+}
+
+/// Like [`push_list`], returning once the protocol exchange is over (see [`PendingExit`]).
+pub async fn push_list_deferred<R, W, C>(
+    conn: Connection<R, W>,
+    flist: &FileList,
+    content: &mut C,
+    opts: &PushOptions,
+    events: &mut (dyn FnMut(Event<'_>) + Send),
+) -> PendingExit
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+    C: ContentSource,
+{
     let Connection {
         reader,
         writer,
-        mut remote,
+        remote,
     } = conn;
     // Keep the server's error/warning texts for the error value too.
     let mut messages = transport::MessageLog::default();
-    let res = {
+    let result = {
         let mut tee = |e: Event<'_>| {
             messages.record(&e);
             events(e);
         };
         run(reader, writer, flist, content, opts, &mut tee).await
     };
-    transport::conclude(res, remote.as_mut(), opts.exit_grace, messages).await
+    PendingExit {
+        result,
+        remote,
+        grace: opts.exit_grace,
+        messages,
+    }
 }
 
 /// Spawns a local `rsync --server` (at `rsync_path`) writing into `dest`
