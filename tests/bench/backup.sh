@@ -72,14 +72,14 @@ measure() { # command... -> "wall cpu maxrss_kib wire_bytes"
   before=$(lo)
   /usr/bin/time -f "%e %U %S %M" -o "$work/t" "$@" > /dev/null 2> "$work/err" || { cat "$work/err" >&2; exit 1; }
   after=$(lo)
-  awk -v b=$((after - before)) '{printf "%.2f %.2f %d %d\n", $1, $2 + $3, $4, b}' "$work/t"
+  awk -v b=$((after - before)) '{printf "%.2f %.2f %d %.0f\n", $1, $2 + $3, $4, b}' "$work/t"
 }
 ratio() { echo "$1 / $2" | bc -l; }
 row() { # label wall cpu rss wire [anchor-wall anchor-cpu]
   if [ $# -gt 5 ]; then
-    printf '%-44s %8.2f %8.2f %9d %13d %7.2f %7.2f\n' "$1" "$2" "$3" "$4" "$5" "$(ratio "$2" "$6")" "$(ratio "$3" "$7")"
+    printf '%-44s %8.2f %8.2f %9d %13.0f %7.2f %7.2f\n' "$1" "$2" "$3" "$4" "$5" "$(ratio "$2" "$6")" "$(ratio "$3" "$7")"
   else
-    printf '%-44s %8.2f %8.2f %9d %13d\n' "$1" "$2" "$3" "$4" "$5"
+    printf '%-44s %8.2f %8.2f %9d %13.0f\n' "$1" "$2" "$3" "$4" "$5"
   fi
 }
 header() { printf '%-44s %8s %8s %9s %13s %7s %7s\n' "$1" "wall s" "cpu s" "rss KiB" "wire bytes" "wall x" "cpu x"; }
@@ -103,6 +103,7 @@ if [ "$part" = files ]; then
     small_tree "$src" "$n"
     cfg=$(config "t$n" "$src" "$work/r-ours")
     read -r w c m b < <(measure "$bin" backup --config "$cfg")
+    mkdir -p "$work/r-stock$n"
     read -r sw sc sm sb < <(measure rsync -a -e "$ssh_cmd" "$src/" "$user@127.0.0.1:$work/r-stock$n/s1")
     row "initial, $n files: offsite (sealed)" "$w" "$c" "$m" "$b" "$sw" "$sc"
     row "initial, $n files: rsync -a (plain)" "$sw" "$sc" "$sm" "$sb"

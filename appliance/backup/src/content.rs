@@ -23,6 +23,9 @@ use tokio::sync::mpsc;
 
 use crate::walk::Stat;
 
+/// Worker threads sealing the chunks of one large file.
+const SEAL_THREADS: usize = 2;
+
 /// Files up to this size are produced in one blocking call.
 const SMALL: u64 = 256 * 1024;
 /// Size of the pieces sent through the channel, and how many may wait in it.
@@ -155,7 +158,13 @@ fn produce_with(
     let mut produced = 0u64;
     let hash = match &spec.sealed_as {
         Some(rel) => {
-            let mut sealer = Sealer::new(keys, rel, options, &mut input);
+            // Large files seal chunks on two workers while this thread reads and chunks (same output).
+            let threads = if spec.stat.size > SMALL {
+                SEAL_THREADS
+            } else {
+                1
+            };
+            let mut sealer = Sealer::new(keys, rel, options, &mut input).with_threads(threads);
             loop {
                 let n = sealer.read(buf)?;
                 if n == 0 {
