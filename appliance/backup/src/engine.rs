@@ -61,7 +61,7 @@ impl Default for BackupOptions {
         BackupOptions {
             shares: Vec::new(),
             dry_run: false,
-            batch_entries: 2048,
+            batch_entries: 1024,
             passphrase: None,
             now: None,
         }
