@@ -19,31 +19,8 @@ part=${PART:-files}
 cargo build --release --quiet -p offsite
 bin=$PWD/target/release/offsite
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/offsite-bench.XXXXXX")
-cleanup() { [ -f "$work/sshd.pid" ] && kill "$(cat "$work/sshd.pid")" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-ssh-keygen -q -t ed25519 -N '' -f "$work/hostkey"
-ssh-keygen -q -t ed25519 -N '' -f "$work/clientkey"
-cp "$work/clientkey.pub" "$work/authorized_keys"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/home" /run/sshd
-cat > "$work/sshd_config" <<CFG
-Port $port
-ListenAddress 127.0.0.1
-HostKey $work/hostkey
-AuthorizedKeysFile $work/authorized_keys
-PidFile $work/sshd.pid
-UsePAM no
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-Subsystem sftp internal-sftp
-SetEnv HOME=$work/home
-CFG
-/usr/sbin/sshd -f "$work/sshd_config" -E "$work/sshd.log"
-for _ in $(seq 50); do ssh-keyscan -p "$port" 127.0.0.1 > "$work/known_hosts" 2>/dev/null && [ -s "$work/known_hosts" ] && break; sleep 0.1; done
-user=$(id -un)
-ssh_cmd="ssh -p $port -i $work/clientkey -o UserKnownHostsFile=$work/known_hosts -o BatchMode=yes"
+# A private sshd (sets port, user, ssh_cmd; removes $work on exit).
+source tests/bench/sshd.sh
 "$bin" keygen --key "$work/master.key" 2>/dev/null
 
 config() { # share-name share-path target-dir -> config file path

@@ -11,31 +11,8 @@ small_files=${SMALL_FILES:-20000}
 cargo build --release --quiet -p offsite
 bin=$PWD/target/release/offsite
 work=$(mktemp -d)
-cleanup() { [ -f "$work/sshd.pid" ] && kill "$(cat "$work/sshd.pid")" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-# A private sshd on a free loopback port (shared/notes/test-peers.md).
-ssh-keygen -q -t ed25519 -N '' -f "$work/hostkey"
-ssh-keygen -q -t ed25519 -N '' -f "$work/clientkey"
-cp "$work/clientkey.pub" "$work/authorized_keys"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$work/home" /run/sshd
-cat > "$work/sshd_config" <<CFG
-Port $port
-ListenAddress 127.0.0.1
-HostKey $work/hostkey
-AuthorizedKeysFile $work/authorized_keys
-PidFile $work/sshd.pid
-UsePAM no
-StrictModes no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-SetEnv HOME=$work/home
-CFG
-/usr/sbin/sshd -f "$work/sshd_config" -E "$work/sshd.log"
-for _ in $(seq 50); do ssh-keyscan -p "$port" 127.0.0.1 > "$work/known_hosts" 2>/dev/null && [ -s "$work/known_hosts" ] && break; sleep 0.1; done
-user=$(id -un)
-ssh_cmd="ssh -p $port -i $work/clientkey -o UserKnownHostsFile=$work/known_hosts -o BatchMode=yes"
+# A private sshd (sets port, user, ssh_cmd; removes $work on exit).
+source tests/bench/sshd.sh
 ours=("$bin" rsync --port "$port" --identity "$work/clientkey" --known-hosts "$work/known_hosts")
 stock=(rsync -a -e "$ssh_cmd")
 

@@ -155,8 +155,7 @@ fn produce_with(
     mut input: Counted<'_, &File>,
     buf: &mut [u8],
 ) -> io::Result<[u8; 32]> {
-    let mut produced = 0u64;
-    let hash = match &spec.sealed_as {
+    let (produced, hash) = match &spec.sealed_as {
         Some(rel) => {
             // Large files seal chunks on two workers while this thread reads and chunks (same output).
             let threads = if spec.stat.size > SMALL {
@@ -165,34 +164,15 @@ fn produce_with(
                 1
             };
             let mut sealer = Sealer::new(keys, rel, options, &mut input).with_threads(threads);
-            loop {
-                let n = sealer.read(buf)?;
-                if n == 0 {
-                    break;
-                }
-                produced += n as u64;
-                if produced > spec.remote_size {
-                    return Err(changed("while it was read"));
-                }
-                sink(&buf[..n])?;
-            }
-            sealer.stats().mac
+            let produced = pass_on(&mut sealer, buf, spec.remote_size, sink, |_| {})?;
+            (produced, sealer.stats().mac)
         }
         None => {
             let mut hasher = blake3::Hasher::new();
-            loop {
-                let n = input.read(buf)?;
-                if n == 0 {
-                    break;
-                }
-                produced += n as u64;
-                if produced > spec.remote_size {
-                    return Err(changed("while it was read"));
-                }
-                hasher.update(&buf[..n]);
-                sink(&buf[..n])?;
-            }
-            *hasher.finalize().as_bytes()
+            let produced = pass_on(&mut input, buf, spec.remote_size, sink, |b| {
+                hasher.update(b);
+            })?;
+            (produced, *hasher.finalize().as_bytes())
         }
     };
     counters
@@ -206,6 +186,30 @@ fn produce_with(
         return Err(changed("while it was read"));
     }
     Ok(hash)
+}
+
+/// Copies `src` to `sink` through `buf`, showing each piece to `seen`; fails once more than `limit`
+/// bytes come (the file grew since it was sized). Returns the byte count.
+fn pass_on(
+    src: &mut dyn Read,
+    buf: &mut [u8],
+    limit: u64,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    mut seen: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    let mut produced = 0u64;
+    loop {
+        let n = src.read(buf)?;
+        if n == 0 {
+            return Ok(produced);
+        }
+        produced += n as u64;
+        if produced > limit {
+            return Err(changed("while it was read"));
+        }
+        seen(&buf[..n]);
+        sink(&buf[..n])?;
+    }
 }
 
 /// The sealed size of a share file: chunking and the compression decisions, without the cipher.

@@ -505,18 +505,7 @@ async fn share_run(
     if let Some(index) = run.index.take() {
         index.commit().map_err(state_ctx)?;
     }
-    // Retention: complete snapshots by policy, and incomplete ones this snapshot supersedes.
-    let mut complete: Vec<SnapshotId> = on_target
-        .snapshots
-        .iter()
-        .filter(|s| s.1)
-        .map(|s| s.0)
-        .collect();
-    complete.push(snap);
-    let mut prune = snapshot::to_delete(&complete, &share.retention);
-    prune.extend(on_target.snapshots.iter().filter(|s| !s.1).map(|s| s.0));
-    prune.retain(|s| *s != snap);
-    prune.sort();
+    let prune = prune_plan(&on_target, snap, share);
     if !prune.is_empty() {
         match remote_ops::delete_snapshots(
             ctx.remote,
@@ -538,6 +527,23 @@ async fn share_run(
         }
     }
     Ok(())
+}
+
+/// What retention removes once `snap` is complete: complete snapshots by the share's policy, and the
+/// incomplete ones `snap` supersedes; oldest first.
+fn prune_plan(on_target: &ShareOnTarget, snap: SnapshotId, share: &ShareConfig) -> Vec<SnapshotId> {
+    let mut complete: Vec<SnapshotId> = on_target
+        .snapshots
+        .iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .collect();
+    complete.push(snap);
+    let mut prune = snapshot::to_delete(&complete, &share.retention);
+    prune.extend(on_target.snapshots.iter().filter(|s| !s.1).map(|s| s.0));
+    prune.retain(|s| *s != snap);
+    prune.sort();
+    prune
 }
 
 /// Adds one walked entry to the batch; an error names the entry and why it is skipped.
@@ -1194,16 +1200,7 @@ fn dry_run(
             }
         }
     }
-    let mut complete: Vec<SnapshotId> = on_target
-        .snapshots
-        .iter()
-        .filter(|s| s.1)
-        .map(|s| s.0)
-        .collect();
-    complete.push(snap);
-    let mut prune = snapshot::to_delete(&complete, &share.retention);
-    prune.extend(on_target.snapshots.iter().filter(|s| !s.1).map(|s| s.0));
-    prune.sort();
+    let prune = prune_plan(on_target, snap, share);
     report.would_prune = prune.iter().map(ToString::to_string).collect();
     progress(&Progress::Counters {
         share: &share.name,
