@@ -212,6 +212,37 @@ fn pass_on(
     }
 }
 
+/// Seals a small share file into memory; returns the sealed bytes and the trailer MAC. Fails if the file
+/// changed while it was read.
+pub fn seal_small(
+    spec: &FileSpec,
+    keys: &Keys,
+    options: SealOptions,
+    counters: &ReadCounters,
+) -> io::Result<(Vec<u8>, [u8; 32])> {
+    let rel = spec
+        .sealed_as
+        .as_ref()
+        .ok_or_else(|| io::Error::other("not a sealed file"))?;
+    let file = open_checked(spec)?;
+    counters.files_read.fetch_add(1, Ordering::Relaxed);
+    let mut input = Counted {
+        inner: &file,
+        counters,
+        total: 0,
+    };
+    let mut out = Vec::with_capacity(spec.stat.size as usize + 256);
+    let stats = seal::seal(keys, rel, options, &mut input, &mut out)?;
+    let after = file.metadata()?;
+    if !same_file(&after, &spec.stat) || input.total != spec.stat.size {
+        return Err(changed("while it was read"));
+    }
+    counters
+        .bytes_produced
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    Ok((out, stats.mac))
+}
+
 /// The sealed size of a share file: chunking and the compression decisions, without the cipher.
 pub fn sealed_size(
     spec: &FileSpec,

@@ -459,6 +459,10 @@ async fn share_run(
         run.counters
             .bytes_read
             .fetch_add(p.counts.bytes_read, std::sync::atomic::Ordering::Relaxed);
+        run.counters.bytes_produced.fetch_add(
+            p.counts.bytes_produced,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         for (rel, reason) in p.skips {
             progress(&Progress::Skipped {
                 share: name,
@@ -711,6 +715,19 @@ impl InFlight {
     }
 }
 
+/// Files up to this size are sealed while sizing and kept in memory until pushed...
+const KEEP_SEALED_MAX: u64 = 64 * 1024;
+/// ...up to this many plaintext bytes per batch (a few batches are in memory at once).
+const KEEP_SEALED_BUDGET: u64 = 2 * 1024 * 1024;
+
+/// What sizing learned about a changed file.
+enum Sized {
+    /// Its sealed length (it is sealed again when the receiver asks for it).
+    Len(u64),
+    /// It is small: its sealed bytes and trailer MAC.
+    Sealed(Vec<u8>, [u8; 32]),
+}
+
 /// A batch ready to push, with what the walk found on the way.
 struct Prepared {
     batch: Batch,
@@ -793,20 +810,43 @@ impl Preparer {
         if todo.is_empty() {
             return;
         }
+        // Small files are sealed right away and kept (within a budget per batch): one read instead of two,
+        // and no thread hop when the receiver asks for them.
+        let mut budget = KEEP_SEALED_BUDGET;
+        let keep: Vec<bool> = todo
+            .iter()
+            .map(|&i| match &p.batch.sources[i] {
+                Source::File(spec)
+                    if spec.stat.size <= KEEP_SEALED_MAX && spec.stat.size <= budget =>
+                {
+                    budget -= spec.stat.size;
+                    true
+                }
+                _ => false,
+            })
+            .collect();
         let counters = ReadCounters::default();
-        let size = |i: usize| match &p.batch.sources[i] {
-            Source::File(spec) => {
+        let work: Vec<(usize, bool)> = todo.iter().copied().zip(keep).collect();
+        let size = |(i, keep): (usize, bool)| -> (usize, std::io::Result<Sized>) {
+            let Source::File(spec) = &p.batch.sources[i] else {
+                return (i, Err(std::io::Error::other("not a file")));
+            };
+            let r = if keep {
+                crate::content::seal_small(spec, &self.keys, self.seal_options, &counters)
+                    .map(|(bytes, mac)| Sized::Sealed(bytes, mac))
+            } else {
                 crate::content::sealed_size(spec, &self.keys, self.seal_options, &counters)
-            }
-            _ => Err(std::io::Error::other("not a file")),
+                    .map(Sized::Len)
+            };
+            (i, r)
         };
-        let results: Vec<(usize, std::io::Result<u64>)> = if todo.len() < 16 {
-            todo.iter().map(|&i| (i, size(i))).collect()
+        let results: Vec<(usize, std::io::Result<Sized>)> = if work.len() < 16 {
+            work.iter().map(|&w| size(w)).collect()
         } else {
-            let (a, b) = todo.split_at(todo.len() / 2);
+            let (a, b) = work.split_at(work.len() / 2);
             std::thread::scope(|scope| {
-                let other = scope.spawn(|| a.iter().map(|&i| (i, size(i))).collect::<Vec<_>>());
-                let mut mine: Vec<_> = b.iter().map(|&i| (i, size(i))).collect();
+                let other = scope.spawn(|| a.iter().map(|&w| size(w)).collect::<Vec<_>>());
+                let mut mine: Vec<_> = b.iter().map(|&w| size(w)).collect();
                 let mut all = other.join().unwrap_or_default();
                 all.append(&mut mine);
                 all
@@ -814,15 +854,25 @@ impl Preparer {
         };
         p.counts.files_read += counters.files_read.into_inner();
         p.counts.bytes_read += counters.bytes_read.into_inner();
+        p.counts.bytes_produced += counters.bytes_produced.into_inner();
         let mut dropped = Vec::new();
         let mut sized = 0;
         for (i, r) in results {
             match r {
-                Ok(size) => {
+                Ok(Sized::Len(size)) => {
                     if let Source::File(spec) = &mut p.batch.sources[i] {
                         spec.remote_size = size;
                     }
                     p.batch.entries[i].kind = rsync_wire::EntryKind::File { size };
+                    sized += 1;
+                }
+                Ok(Sized::Sealed(bytes, mac)) => {
+                    let size = bytes.len() as u64;
+                    p.batch.sources[i] = Source::Inline(bytes.into());
+                    p.batch.entries[i].kind = rsync_wire::EntryKind::File { size };
+                    if let Some(w) = p.batch.walked[i].as_mut() {
+                        w.known = Some((size, mac));
+                    }
                     sized += 1;
                 }
                 Err(e) => dropped.push((i, e.to_string())),
