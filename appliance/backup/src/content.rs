@@ -97,11 +97,35 @@ fn open_checked(spec: &FileSpec) -> io::Result<File> {
     Ok(file)
 }
 
+/// Opens a share file for reading (checked as in [`open_checked`]) and counts it as read.
+fn open_counted(spec: &FileSpec, counters: &ReadCounters) -> io::Result<File> {
+    let file = open_checked(spec)?;
+    counters.files_read.fetch_add(1, Ordering::Relaxed);
+    Ok(file)
+}
+
+/// The identity a sealed share file is sealed under.
+fn sealed_identity(spec: &FileSpec) -> io::Result<&RelPath> {
+    spec.sealed_as
+        .as_ref()
+        .ok_or_else(|| io::Error::other("not a sealed file"))
+}
+
 /// Counts plaintext bytes as they are read.
 struct Counted<'a, R> {
     inner: R,
     counters: &'a ReadCounters,
     total: u64,
+}
+
+impl<'a, R> Counted<'a, R> {
+    fn new(inner: R, counters: &'a ReadCounters) -> Self {
+        Counted {
+            inner,
+            counters,
+            total: 0,
+        }
+    }
 }
 
 impl<R: Read> Read for Counted<'_, R> {
@@ -124,13 +148,8 @@ pub fn produce(
     counters: &ReadCounters,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<[u8; 32]> {
-    let file = open_checked(spec)?;
-    counters.files_read.fetch_add(1, Ordering::Relaxed);
-    let input = Counted {
-        inner: &file,
-        counters,
-        total: 0,
-    };
+    let file = open_counted(spec, counters)?;
+    let input = Counted::new(&file, counters);
     PIECE_BUF.with_borrow_mut(|buf| {
         if buf.len() < PIECE {
             buf.resize(PIECE, 0);
@@ -220,17 +239,9 @@ pub fn seal_small(
     options: SealOptions,
     counters: &ReadCounters,
 ) -> io::Result<(Vec<u8>, [u8; 32])> {
-    let rel = spec
-        .sealed_as
-        .as_ref()
-        .ok_or_else(|| io::Error::other("not a sealed file"))?;
-    let file = open_checked(spec)?;
-    counters.files_read.fetch_add(1, Ordering::Relaxed);
-    let mut input = Counted {
-        inner: &file,
-        counters,
-        total: 0,
-    };
+    let rel = sealed_identity(spec)?;
+    let file = open_counted(spec, counters)?;
+    let mut input = Counted::new(&file, counters);
     let mut out = Vec::with_capacity(spec.stat.size as usize + 256);
     let stats = seal::seal(keys, rel, options, &mut input, &mut out)?;
     let after = file.metadata()?;
@@ -250,17 +261,9 @@ pub fn sealed_size(
     options: SealOptions,
     counters: &ReadCounters,
 ) -> io::Result<u64> {
-    let rel = spec
-        .sealed_as
-        .as_ref()
-        .ok_or_else(|| io::Error::other("not a sealed file"))?;
-    let file = open_checked(spec)?;
-    counters.files_read.fetch_add(1, Ordering::Relaxed);
-    let input = Counted {
-        inner: &file,
-        counters,
-        total: 0,
-    };
+    let rel = sealed_identity(spec)?;
+    let file = open_counted(spec, counters)?;
+    let input = Counted::new(&file, counters);
     seal::sealed_len(keys, rel, options, input)
 }
 
