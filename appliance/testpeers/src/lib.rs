@@ -163,7 +163,13 @@ impl TestSshd {
                 if child.try_wait().unwrap().is_some() {
                     break false;
                 }
-                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                // Listening, and it is this sshd that listens: a port picked by a parallel test too would
+                // answer through the other test's server, which later goes away ("connection refused").
+                let listening = format!("Server listening on 127.0.0.1 port {port}.");
+                if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
+                    && std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening))
+                    && child.try_wait().is_ok_and(|s| s.is_none())
+                {
                     break true;
                 }
                 if Instant::now() > deadline {
