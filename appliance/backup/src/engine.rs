@@ -718,7 +718,7 @@ impl InFlight {
 /// Files up to this size are sealed while sizing and kept in memory until pushed...
 const KEEP_SEALED_MAX: u64 = 64 * 1024;
 /// ...up to this many plaintext bytes per batch (a few batches are in memory at once).
-const KEEP_SEALED_BUDGET: u64 = 2 * 1024 * 1024;
+const KEEP_SEALED_BUDGET: u64 = 512 * 1024;
 
 /// What sizing learned about a changed file.
 enum Sized {
