@@ -72,6 +72,16 @@ pub struct ReadCounters {
     pub bytes_produced: AtomicU64,
 }
 
+impl ReadCounters {
+    /// Adds the read counts of `c` (reads done on another thread, e.g. while sizing).
+    pub fn add(&self, c: &crate::progress::Counters) {
+        self.files_read.fetch_add(c.files_read, Ordering::Relaxed);
+        self.bytes_read.fetch_add(c.bytes_read, Ordering::Relaxed);
+        self.bytes_produced
+            .fetch_add(c.bytes_produced, Ordering::Relaxed);
+    }
+}
+
 fn changed(what: &str) -> io::Error {
     io::Error::other(format!(
         "the file changed {what}; it will be backed up next run"

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use remote::Remote;
-use rsync_wire::{AltDest, Event, FileEntry, FileList, MessageKind, PushOptions, Throttled};
+use rsync_wire::{AltDest, Event, FileEntry, FileList, MessageKind, PushOptions};
 use seal::names::{SealedName, seal_name};
 use seal::{Keys, MasterKey, RelPath, SealOptions};
 
@@ -301,10 +301,6 @@ impl Batch {
     }
 }
 
-fn ctime_now(now: Timestamp) -> i64 {
-    now.as_second()
-}
-
 fn root_entry(stat: &Stat) -> FileEntry {
     FileEntry::dir(".", stat.mtime, stat.perms).with_nsec(stat.mtime_nsec)
 }
@@ -355,7 +351,6 @@ async fn share_run(
             snapshot: None,
         });
         dry_run(
-            ctx,
             share,
             walker,
             &mut old_index,
@@ -373,7 +368,7 @@ async fn share_run(
         snapshot: Some(&snapshot),
     });
     if !on_target.exists {
-        remote_ops::create_share_dir(ctx.remote, &cfg.target, name, ctime_now(ctx.now)).await?;
+        remote_ops::create_share_dir(ctx.remote, &cfg.target, name, ctx.now.as_second()).await?;
     }
     // Link to the newest complete snapshot and to newer incomplete ones (an interrupted run's files).
     let newest_complete = on_target.newest_complete();
@@ -442,9 +437,10 @@ async fn share_run(
         let next = rx.recv().await;
         let Some(p) = next else {
             if let Some(prev) = in_flight.take() {
-                let (exit, parts) = prev.split();
-                let result = exit.finish().await;
-                outcome = run.finish_batch(result, parts, report, progress).await;
+                let result = prev.exit.finish().await;
+                outcome = run
+                    .finish_batch(result, prev.record, report, progress)
+                    .await;
             }
             break;
         };
@@ -453,34 +449,24 @@ async fn share_run(
         report.counters.bytes += p.counts.bytes;
         report.counters.unchanged += p.counts.unchanged;
         // Reads for sizing count as reads of the share.
-        run.counters
-            .files_read
-            .fetch_add(p.counts.files_read, std::sync::atomic::Ordering::Relaxed);
-        run.counters
-            .bytes_read
-            .fetch_add(p.counts.bytes_read, std::sync::atomic::Ordering::Relaxed);
-        run.counters.bytes_produced.fetch_add(
-            p.counts.bytes_produced,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        run.counters.add(&p.counts);
         for (rel, reason) in p.skips {
-            progress(&Progress::Skipped {
-                share: name,
-                path: &rel,
-                reason: &reason,
-            });
-            report.skip(&rel, reason);
+            skipped(report, progress, name, &rel, reason);
         }
         tracing::debug!(share = %name, entries = p.batch.entries.len(), "pushing a batch");
         let started = match in_flight.take() {
             None => run.begin_batch(p.batch, report, progress).await,
             Some(prev) => {
-                let (exit, parts) = prev.split();
-                let (result, started) =
-                    tokio::join!(exit.finish(), run.begin_batch(p.batch, report, progress));
-                if let Err(e) = run.finish_batch(result, parts, report, progress).await {
+                let (result, started) = tokio::join!(
+                    prev.exit.finish(),
+                    run.begin_batch(p.batch, report, progress)
+                );
+                if let Err(e) = run
+                    .finish_batch(result, prev.record, report, progress)
+                    .await
+                {
                     if let Ok(cur) = started {
-                        let _ = cur.started.exit.finish().await;
+                        let _ = cur.exit.finish().await;
                     }
                     outcome = Err(e);
                     break;
@@ -516,7 +502,7 @@ async fn share_run(
             &cfg.target,
             name,
             &prune,
-            ctime_now(ctx.now),
+            ctx.now.as_second(),
         )
         .await
         {
@@ -531,6 +517,22 @@ async fn share_run(
         }
     }
     Ok(())
+}
+
+/// An entry that is not backed up: an event for whoever shows progress, and a line in the report.
+fn skipped(
+    report: &mut ShareReport,
+    progress: &mut ProgressFn<'_>,
+    share: &str,
+    rel: &[u8],
+    reason: String,
+) {
+    progress(&Progress::Skipped {
+        share,
+        path: rel,
+        reason: &reason,
+    });
+    report.skip(rel, reason);
 }
 
 /// What retention removes once `snap` is complete: complete snapshots by the share's policy, and the
@@ -683,36 +685,19 @@ struct Started {
     what: String,
 }
 
-/// A batch being pushed: its session, and what is needed to record it afterwards.
+/// A batch being pushed: its session's pending exit, and what is needed to record the batch afterwards.
 struct InFlight {
-    started: Started,
-    walked: Vec<Option<Walked>>,
-    sources: Arc<Vec<Source>>,
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    exit: rsync_wire::PendingExit,
+    record: BatchRecord,
 }
 
-/// An [`InFlight`] batch without its pending exit.
-struct InFlightParts {
+/// What [`ShareRun::finish_batch`] needs of a pushed batch.
+struct BatchRecord {
     content_errors: u64,
     what: String,
     walked: Vec<Option<Walked>>,
     sources: Arc<Vec<Source>>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
-}
-
-impl InFlight {
-    fn split(self) -> (rsync_wire::PendingExit, InFlightParts) {
-        (
-            self.started.exit,
-            InFlightParts {
-                content_errors: self.started.content_errors,
-                what: self.started.what,
-                walked: self.walked,
-                sources: self.sources,
-                outcomes: self.outcomes,
-            },
-        )
-    }
 }
 
 /// Files up to this size are sealed while sizing and kept in memory until pushed...
@@ -922,7 +907,6 @@ impl ShareRun<'_> {
         opts
     }
 
-    /// One rsync session into the snapshot folder. Returns which entries' content failed.
     /// Opens a session and runs the protocol exchange; the server's exit is collected later
     /// ([`ShareRun::settle`]), so the next session can start meanwhile.
     async fn start_push(
@@ -964,19 +948,9 @@ impl ShareRun<'_> {
             }
             _ => {}
         };
-        let exit = match cfg.target.bwlimit_kbps {
-            Some(kbps) => {
-                let session = rsync_wire::Connection {
-                    reader: session.reader,
-                    writer: Throttled::new(session.writer, kbps.saturating_mul(1024)),
-                    remote: session.remote,
-                };
-                rsync_wire::push_list_deferred(session, flist, content, &opts, &mut on_event).await
-            }
-            None => {
-                rsync_wire::push_list_deferred(session, flist, content, &opts, &mut on_event).await
-            }
-        };
+        let session = remote::limit_rate(session, cfg.target.bwlimit_kbps);
+        let exit =
+            rsync_wire::push_list_deferred(session, flist, content, &opts, &mut on_event).await;
         report.sessions += 1;
         report.counters.literal_bytes += literal;
         report.counters.matched_bytes += matched;
@@ -1050,21 +1024,25 @@ impl ShareRun<'_> {
             .start_push(&flist, &mut content, report, progress)
             .await?;
         Ok(InFlight {
-            started,
-            walked: batch.walked,
-            sources,
-            outcomes,
+            exit: started.exit,
+            record: BatchRecord {
+                content_errors: started.content_errors,
+                what: started.what,
+                walked: batch.walked,
+                sources,
+                outcomes,
+            },
         })
     }
 
     async fn finish_batch(
         &mut self,
         result: rsync_wire::Result<rsync_wire::PushStats>,
-        batch: InFlightParts,
+        batch: BatchRecord,
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
-        let InFlightParts {
+        let BatchRecord {
             content_errors,
             what,
             walked,
@@ -1089,12 +1067,7 @@ impl ShareRun<'_> {
                         error: Some(why), ..
                     },
                 ) => {
-                    progress(&Progress::Skipped {
-                        share: &self.share.name,
-                        path: &w.rel,
-                        reason: why,
-                    });
-                    report.skip(&w.rel, why.clone());
+                    skipped(report, progress, &self.share.name, &w.rel, why.clone());
                     continue;
                 }
                 (Some(k), _, _) => *k,
@@ -1110,14 +1083,10 @@ impl ShareRun<'_> {
                             .map(|h| (spec.remote_size, h))
                     })
                     .await;
-                    match r {
-                        Ok(Ok(x)) => x,
-                        Ok(Err(e)) => {
-                            report.skip(&w.rel, e.to_string());
-                            continue;
-                        }
+                    match r.map_err(std::io::Error::other).and_then(|x| x) {
+                        Ok(x) => x,
                         Err(e) => {
-                            report.skip(&w.rel, e.to_string());
+                            skipped(report, progress, &self.share.name, &w.rel, e.to_string());
                             continue;
                         }
                     }
@@ -1213,9 +1182,7 @@ impl ShareRun<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn dry_run(
-    ctx: &Ctx<'_>,
     share: &ShareConfig,
     walker: Walker,
     old_index: &mut IndexReader,
@@ -1224,16 +1191,10 @@ fn dry_run(
     report: &mut ShareReport,
     progress: &mut ProgressFn<'_>,
 ) {
-    let _ = ctx;
     for item in walker {
         match item {
             walk::Item::Skipped { rel, reason } => {
-                progress(&Progress::Skipped {
-                    share: &share.name,
-                    path: &rel,
-                    reason: &reason,
-                });
-                report.skip(&rel, reason);
+                skipped(report, progress, &share.name, &rel, reason);
             }
             walk::Item::Entry(e) => {
                 report.counters.entries += 1;

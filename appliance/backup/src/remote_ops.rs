@@ -171,7 +171,6 @@ pub async fn list_share(
 
 async fn push_nothing(
     remote: &Remote,
-    t: &TargetConfig,
     dest: &[u8],
     opts: PushOptions,
     root_mtime: i64,
@@ -184,7 +183,6 @@ async fn push_nothing(
         .map_err(|e| Error::new(format!("starting rsync on {}", remote.describe()), e))?;
     let flist = rsync_wire::FileList::new(vec![FileEntry::dir(".", root_mtime, 0o700)], root_mtime)
         .map_err(|e| Error::new("building a file list", e))?;
-    let _ = t;
     rsync_wire::push_list(session, &flist, &mut NoContent, &opts, &mut |_| {})
         .await
         .map(|_| ())
@@ -209,7 +207,7 @@ pub async fn create_share_dir(
 ) -> Result<(), Error> {
     let mut opts = PushOptions::default();
     opts.server.timeout_secs = Some(t.timeout_secs);
-    push_nothing(remote, t, &share_path(t, share, &[]), opts, now).await
+    push_nothing(remote, &share_path(t, share, &[]), opts, now).await
 }
 
 /// Deletes whole snapshot folders of `share`: a push of an empty list with `--delete` and filter rules
@@ -234,7 +232,7 @@ pub async fn delete_snapshots(
     opts.filters.push(FilterRule::Exclude(b"*".to_vec()));
     let mut dest = share_path(t, share, &[]);
     dest.push(b'/');
-    push_nothing(remote, t, &dest, opts, now).await
+    push_nothing(remote, &dest, opts, now).await
 }
 
 /// A content source for lists without files.

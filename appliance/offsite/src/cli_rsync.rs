@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use offsite_ssh::SshTarget;
 use remote::{Remote, Target};
-use rsync_wire::{AltDest, Event, MessageKind, PullOptions, PushOptions, Throttled};
+use rsync_wire::{AltDest, Event, MessageKind, PullOptions, PushOptions};
 
 use crate::tree::{self, LocalFiles};
 
@@ -190,18 +190,10 @@ async fn push(a: &RsyncArgs, spec: Option<&RemoteSpec>, dest_arg: &OsString) -> 
         .with_context(|| format!("starting rsync on {}", remote.describe()))?;
     let mut files = LocalFiles { paths: &tree.paths };
     let what = || format!("pushing to {}", dest_arg.to_string_lossy());
-    let stats = match a.bwlimit {
-        Some(kbps) => {
-            let session = rsync_wire::Connection {
-                reader: session.reader,
-                writer: Throttled::new(session.writer, kbps.saturating_mul(1024)),
-                remote: session.remote,
-            };
-            rsync_wire::push(session, tree.entries, &mut files, &opts, &mut show_event).await
-        }
-        None => rsync_wire::push(session, tree.entries, &mut files, &opts, &mut show_event).await,
-    }
-    .with_context(what)?;
+    let session = remote::limit_rate(session, a.bwlimit);
+    let stats = rsync_wire::push(session, tree.entries, &mut files, &opts, &mut show_event)
+        .await
+        .with_context(what)?;
     remote.close().await.ok();
     if a.stats {
         print_stats(

@@ -17,6 +17,22 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A boxed reader/writer pair, whatever the transport.
 pub type Session = Connection<Pin<Box<dyn AsyncRead + Send>>, Pin<Box<dyn AsyncWrite + Send>>>;
 
+/// Limits what we write to `session` to `kbps` KiB/s (`None`: no limit). Only our side is limited: the
+/// remote's output is not ours to pace.
+pub fn limit_rate(session: Session, kbps: Option<u64>) -> Session {
+    match kbps {
+        None => session,
+        Some(kbps) => Connection {
+            reader: session.reader,
+            writer: Box::pin(rsync_wire::Throttled::new(
+                session.writer,
+                kbps.saturating_mul(1024),
+            )),
+            remote: session.remote,
+        },
+    }
+}
+
 /// Where the backups go.
 #[derive(Debug, Clone)]
 pub enum Target {
