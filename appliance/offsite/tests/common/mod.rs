@@ -143,6 +143,30 @@ pub fn tree_map(root: &Path, skip: &dyn Fn(&[u8]) -> bool) -> BTreeMap<Vec<u8>, 
     out
 }
 
+/// Every path below `root` (files, folders, links), relative; entries that vanish while it lists are left
+/// out (a folder that vanishes lists as empty).
+pub fn tree_names(root: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut todo = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((dir, rel)) = todo.pop() {
+        let Ok(read) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in read.flatten() {
+            let mut r: Vec<u8> = rel.clone();
+            if !r.is_empty() {
+                r.push(b'/');
+            }
+            r.extend_from_slice(e.file_name().as_bytes());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push((e.path(), r.clone()));
+            }
+            out.push(r);
+        }
+    }
+    out
+}
+
 /// Restores a plain copy of a sealed snapshot folder with the CLI only: each sealed file's name with
 /// `offsite unseal-name`, its content with `offsite unseal`. Symlinks of sealed shares come back as files
 /// holding the link target (the manifest says they are links).
