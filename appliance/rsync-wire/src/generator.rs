@@ -73,6 +73,8 @@ pub(crate) struct GenReport {
 pub(crate) struct GenCtx<'a> {
     pub list: &'a [FileEntry],
     pub shared: &'a Shared,
+    /// Streaming pull: the files to request (no destination, no basis).
+    pub wanted: Option<&'a [bool]>,
     pub params: SumParams,
     pub protocol: u32,
     pub io_timeout: Option<Duration>,
@@ -226,6 +228,13 @@ pub(crate) async fn generate<W: AsyncWrite + Unpin>(
             };
             if let Err(err) = res {
                 report.failed.push((i, err.to_string()));
+            }
+        }
+    } else if let Some(wanted) = ctx.wanted {
+        for (i, e) in ctx.list.iter().enumerate() {
+            if wanted[i] && matches!(e.kind, EntryKind::File { .. }) {
+                report.requested += 1;
+                request(out, &mut ndx_out, ctx, i, false).await?;
             }
         }
     }

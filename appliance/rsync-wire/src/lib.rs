@@ -171,7 +171,10 @@ pub use error::{Error, Result};
 pub use events::{Event, FileProgress, MessageKind};
 pub use filter::FilterRule;
 pub use flist::{EntryKind, FileEntry, FileList, ListLimits};
-pub use pull::{PullOptions, PullStats, list, list_local, pull, pull_local};
+pub use pull::{
+    PullOptions, PullSink, PullStats, list, list_local, pull, pull_local, pull_stream,
+    pull_stream_local,
+};
 pub use push::{PendingExit, PushOptions, push, push_list, push_list_deferred, push_local};
 pub use sender::{ContentSource, PushStats};
 pub use throttle::Throttled;

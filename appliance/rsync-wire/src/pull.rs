@@ -117,7 +117,7 @@ where
         context: "opening the destination directory",
         source,
     })?;
-    let (stats, _, failed) = session(conn, Some(d), opts, events).await?;
+    let (stats, _, failed) = session(conn, Some(d), None, opts, events).await?;
     if failed.is_empty() {
         Ok(stats)
     } else {
@@ -143,6 +143,90 @@ pub async fn pull_local(
     pull(conn, dest, opts, events).await
 }
 
+/// Receives the files of a streaming pull ([`pull_stream`]) instead of a
+/// local directory: the caller decides what to request and where each
+/// file's bytes go (a verifier, a decryptor, an archive), so nothing has to
+/// be written to disk first.
+///
+/// The calls are made on the session's task, in this order: [`select`]
+/// once, then for each requested file [`begin`], [`data`] with its bytes in
+/// order, and [`end`]. Files arrive in list order; a file whose whole-file
+/// checksum failed in the first pass arrives again in the redo pass. If the
+/// session itself fails half-way through a file, `end` is not called: the
+/// sink must discard what it got when it is dropped. The methods block the
+/// task while they work; a slow sink slows the transfer (backpressure), it
+/// never makes memory grow.
+///
+/// [`select`]: PullSink::select
+/// [`begin`]: PullSink::begin
+/// [`data`]: PullSink::data
+/// [`end`]: PullSink::end
+pub trait PullSink: Send {
+    /// The received list (sorted and validated as for [`pull`]): returns,
+    /// for each entry, whether to request it. Only regular files can be
+    /// requested; the answer for other entries is ignored.
+    fn select(&mut self, list: &[FileEntry]) -> Vec<bool>;
+    /// The data of `list[index]` begins; `redo` is set in the redo pass. An
+    /// error skips this attempt: no `data` or `end` calls follow, and the
+    /// entry is reported failed.
+    fn begin(
+        &mut self,
+        index: usize,
+        entry: &FileEntry,
+        redo: bool,
+    ) -> std::result::Result<(), String>;
+    /// The next bytes of the file. After an error the rest of the file is
+    /// read from the wire and dropped, and `end` still follows.
+    fn data(&mut self, bytes: &[u8]) -> std::result::Result<(), String>;
+    /// The file's data is complete; `digest_ok` says whether rsync's
+    /// whole-file checksum matched. If it did not in the first pass, the
+    /// file is requested again; in the redo pass it is reported failed.
+    fn end(&mut self, digest_ok: bool) -> std::result::Result<(), String>;
+}
+
+/// Pulls from a remote `rsync --server --sender` (started with
+/// [`args::sender_args`]) into `sink`: no local directory is involved and
+/// no basis is used (every requested file comes as literal data).
+///
+/// Returns [`Error::PullFailed`] when some files failed (a sink error, or a
+/// checksum that failed twice) after the session itself ended cleanly.
+pub async fn pull_stream<R, W>(
+    conn: Connection<R, W>,
+    sink: &mut dyn PullSink,
+    opts: &PullOptions,
+    events: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<PullStats>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    check_opts(opts)?;
+    let (stats, _, failed) = session(conn, None, Some(sink), opts, events).await?;
+    if failed.is_empty() {
+        Ok(stats)
+    } else {
+        Err(Error::PullFailed {
+            failed,
+            stats: Box::new(stats),
+        })
+    }
+}
+
+/// Spawns a local `rsync --server --sender` for `remote_path` and pulls
+/// into `sink` ([`pull_stream`]).
+pub async fn pull_stream_local(
+    rsync_path: &OsStr,
+    remote_path: &[u8],
+    sink: &mut dyn PullSink,
+    opts: &PullOptions,
+    events: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<PullStats> {
+    check_opts(opts)?;
+    let argv = args::sender_args(&opts.sender, &[remote_path])?;
+    let conn = transport::spawn_local(rsync_path, &argv)?;
+    pull_stream(conn, sink, opts, events).await
+}
+
 /// Lists what a remote `rsync --server --sender` would send (list-only
 /// mode: nothing is transferred or written). Start the server with
 /// [`args::sender_args`] and `recursive` as wanted (non-recursive: give the
@@ -158,7 +242,7 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     check_opts(opts)?;
-    let (_, entries, _) = session(conn, None, opts, events).await?;
+    let (_, entries, _) = session(conn, None, None, opts, events).await?;
     Ok(entries)
 }
 
@@ -197,6 +281,7 @@ type Outcome = (PullStats, Vec<FileEntry>, Vec<(Vec<u8>, String)>);
 async fn session<R, W>(
     conn: Connection<R, W>,
     dest: Option<Dest>,
+    sink: Option<&mut dyn PullSink>,
     opts: &PullOptions,
     events: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Outcome>
@@ -215,7 +300,7 @@ where
             messages.record(&e);
             events(e);
         };
-        run(reader, writer, dest, opts, &mut tee).await
+        run(reader, writer, dest, sink, opts, &mut tee).await
     };
     transport::conclude(res, remote.as_mut(), opts.exit_grace, messages).await
 }
@@ -224,6 +309,7 @@ async fn run<R, W>(
     reader: R,
     mut writer: W,
     dest: Option<Dest>,
+    mut sink: Option<&mut dyn PullSink>,
     opts: &PullOptions,
     events: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Outcome>
@@ -255,6 +341,20 @@ where
         )
         .await?;
         let entries = list.entries;
+        let wanted = match sink.as_deref_mut() {
+            Some(s) => {
+                let w = s.select(&entries);
+                if w.len() != entries.len() {
+                    return Err(Error::InvalidInput(format!(
+                        "the sink selected {} of {} entries",
+                        w.len(),
+                        entries.len()
+                    )));
+                }
+                Some(w)
+            }
+            None => None,
+        };
         // The generator takes the writer; the receiver keeps reading here.
         let (mut out, mut conn) = conn.replace_out(WireOut::new(tokio::io::sink(), proto));
         let shared = Shared {
@@ -267,6 +367,7 @@ where
         let gctx = GenCtx {
             list: &entries,
             shared: &shared,
+            wanted: wanted.as_deref(),
             params,
             protocol: proto,
             io_timeout: timeout,
@@ -281,7 +382,7 @@ where
             out.shutdown().await
         };
         let recv_side = async {
-            let r = receiver::receive(&mut conn, &rctx, &to_gen, &mut recv_report).await;
+            let r = receiver::receive(&mut conn, &rctx, sink, &to_gen, &mut recv_report).await;
             drop(to_gen);
             r?;
             conn.expect_eof().await

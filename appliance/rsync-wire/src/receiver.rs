@@ -24,6 +24,7 @@ use crate::events::{Event, FileProgress};
 use crate::flist::{EntryKind, FileEntry, MAX_PATH, read_varlong30};
 use crate::generator::{ITEM_TRANSFER, Shared, SumHead, ToGen};
 use crate::mux::Conn;
+use crate::pull::PullSink;
 
 /// `ITEM_BASIS_TYPE_FOLLOWS`.
 const ITEM_BASIS_TYPE_FOLLOWS: u16 = 1 << 11;
@@ -97,6 +98,7 @@ async fn recv_data<W: AsyncWrite + Unpin>(
     head: &SumHead,
     mut target: Option<Target>,
     mut local: std::result::Result<(), String>,
+    mut sink: Option<&mut (dyn PullSink + '_)>,
 ) -> Result<Received> {
     let mut hasher = FileHasher::new(&ctx.params);
     let mut buf = vec![0u8; COPY_BUF.max(head.blength as usize)];
@@ -125,6 +127,12 @@ async fn recv_data<W: AsyncWrite + Unpin>(
                 let k = left.min(COPY_BUF);
                 conn.read_exact(&mut buf[..k]).await?;
                 hasher.update(&buf[..k]);
+                if local.is_ok()
+                    && let Some(s) = sink.as_deref_mut()
+                    && let Err(e) = s.data(&buf[..k])
+                {
+                    local = Err(e);
+                }
                 if let Some(t) = target.as_mut()
                     && let Err(e) = t.out.write_all(&buf[..k])
                 {
@@ -214,6 +222,7 @@ fn open_target(
 pub(crate) async fn receive<W: AsyncWrite + Unpin>(
     conn: &mut Conn<'_, W>,
     ctx: &RecvCtx<'_>,
+    mut sink: Option<&mut dyn PullSink>,
     to_gen: &mpsc::UnboundedSender<ToGen>,
     report: &mut RecvReport,
 ) -> Result<()> {
@@ -281,12 +290,23 @@ pub(crate) async fn receive<W: AsyncWrite + Unpin>(
                 "sender echoed sum head {got:?} for file #{ndx}, we sent {want:?}"
             )));
         }
-        let (target, local) = match open_target(ctx, idx, &want) {
-            Ok(t) => (Some(t), Ok(())),
-            Err(e) => (None, Err(e)),
-        };
-        let mut r = recv_data(conn, ctx, &want, target, local).await?;
         let redo = phase > 0;
+        let (target, local) = match sink.as_deref_mut() {
+            Some(s) => (None, s.begin(idx, entry, redo)),
+            None => match open_target(ctx, idx, &want) {
+                Ok(t) => (Some(t), Ok(())),
+                Err(e) => (None, Err(e)),
+            },
+        };
+        let began = local.is_ok();
+        let to_sink = if began { sink.as_deref_mut() } else { None };
+        let mut r = recv_data(conn, ctx, &want, target, local, to_sink).await?;
+        if began && let Some(s) = sink.as_deref_mut() {
+            let end = s.end(r.digest_ok);
+            if r.local.is_ok() {
+                r.local = end;
+            }
+        }
         if redo {
             report.files_redone += 1;
         }
