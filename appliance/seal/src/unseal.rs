@@ -28,6 +28,9 @@ pub struct UnsealStats {
     pub plain_len: u64,
     pub sealed_len: u64,
     pub suite: Option<Suite>,
+    /// The trailer MAC (the sealed file's last 32 bytes), once the trailer verified: it names this exact
+    /// version of the file (a manifest records it).
+    pub mac: [u8; 32],
 }
 
 enum State {
@@ -276,6 +279,7 @@ impl<R: Read> Unsealer<R> {
             });
         }
         self.stats.sealed_len += (LEN_LEN + TRAILER_BODY_LEN) as u64;
+        self.stats.mac = stored;
         let mut probe = [0u8; 1];
         let extra = read_full(&mut self.input, &mut probe)
             .map_err(|e| SealError::io("reading sealed input", e))?;
