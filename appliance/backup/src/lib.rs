@@ -17,6 +17,7 @@
 //! * [`remote_ops`] — listing, creating and deleting snapshot folders through rsync
 //! * [`engine`] — one backup run
 //! * [`progress`], [`report`] — what a run tells its caller
+//! * [`restore`] — snapshots, listing, restore, verify, unseal-tree
 //! * [`records`] — length-prefixed postcard record files
 //!
 //! # Memory
@@ -38,6 +39,7 @@ pub mod progress;
 pub mod records;
 pub mod remote_ops;
 pub mod report;
+pub mod restore;
 pub mod snapshot;
 pub mod walk;
 
@@ -51,6 +53,7 @@ pub use report::{RunReport, ShareReport, ShareStatus};
 pub struct Error {
     context: String,
     message: String,
+    integrity: bool,
 }
 
 impl Error {
@@ -58,7 +61,20 @@ impl Error {
         Error {
             context: context.into(),
             message: err.to_string(),
+            integrity: false,
         }
+    }
+
+    /// Data on the target (or a copy of it) failed authentication: tampered, cut, or a wrong key.
+    pub fn integrity(context: impl Into<String>, err: impl fmt::Display) -> Error {
+        Error {
+            integrity: true,
+            ..Error::new(context, err)
+        }
+    }
+
+    pub fn is_integrity(&self) -> bool {
+        self.integrity
     }
 }
 

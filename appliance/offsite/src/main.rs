@@ -2,9 +2,11 @@
 //!
 //! Library crates never print; this binary decides what the user sees and which exit code they get:
 //! 0 success, 1 error, 2 bad usage, 3 data failed authentication (tampered, truncated, wrong key or path),
-//! 4 a backup finished but some entries could not be backed up (listed in its report).
+//! 4 a backup finished but some entries could not be backed up (listed in its report), or a restore could
+//! not write some files here (listed on stderr).
 
 mod cli_backup;
+mod cli_restore;
 mod cli_rsync;
 mod cli_seal;
 mod tree;
@@ -27,6 +29,16 @@ enum Command {
     Init(cli_backup::InitArgs),
     /// Back up the configured shares into new snapshots on the target.
     Backup(cli_backup::BackupArgs),
+    /// List the snapshots of each share on the target (time, files, size).
+    Snapshots(cli_restore::SnapshotsArgs),
+    /// List a folder of a snapshot with plaintext names.
+    Ls(cli_restore::LsArgs),
+    /// Restore files, folders or a whole share from a snapshot (verified), into a folder or a tar stream.
+    Restore(cli_restore::RestoreArgs),
+    /// Prove the target is restorable: check every manifest and authenticate the contents.
+    Verify(cli_restore::VerifyArgs),
+    /// Decrypt a snapshot folder copied off the target, with only the key (no config, no network).
+    UnsealTree(cli_restore::UnsealTreeArgs),
     /// Create a new master key file (mode 0600; an existing file is never overwritten).
     Keygen(cli_seal::KeygenArgs),
     /// Encrypt one file into the sealed format (rsync-friendly, deterministic, authenticated).
@@ -56,6 +68,27 @@ fn init_logs() {
         .init();
 }
 
+/// Commands that choose their own exit status on success.
+fn exit(r: anyhow::Result<ExitCode>) -> anyhow::Result<()> {
+    match r {
+        Ok(code) if code == ExitCode::SUCCESS => Ok(()),
+        Ok(code) => Err(anyhow::Error::new(Coded(code))),
+        Err(e) => Err(e),
+    }
+}
+
+/// An exit status already explained on stderr.
+#[derive(Debug)]
+struct Coded(ExitCode);
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("finished with problems (listed above)")
+    }
+}
+
+impl std::error::Error for Coded {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
@@ -64,6 +97,11 @@ fn main() -> ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Command::Restore(a) => exit(cli_restore::restore(a)),
+        Command::Verify(a) => exit(cli_restore::verify(a)),
+        Command::UnsealTree(a) => exit(cli_restore::unseal_tree(a)),
+        Command::Snapshots(a) => cli_restore::snapshots(a),
+        Command::Ls(a) => cli_restore::ls(a),
         Command::Init(a) => cli_backup::init(a),
         Command::Keygen(a) => cli_seal::keygen(a),
         Command::Seal(a) => cli_seal::seal(a),
@@ -75,10 +113,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(Coded(code)) = err.downcast_ref::<Coded>() {
+                return *code;
+            }
             eprintln!("offsite: {err:#}");
             let integrity = err.chain().any(|e| {
                 e.downcast_ref::<seal::SealError>()
                     .is_some_and(|s| s.is_integrity())
+                    || e.is::<cli_restore::IntegrityError>()
             });
             ExitCode::from(if integrity { 3 } else { 1 })
         }
