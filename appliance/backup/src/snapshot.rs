@@ -101,6 +101,17 @@ pub fn to_delete(snapshots: &[SnapshotId], policy: &Retention) -> Vec<SnapshotId
     delete
 }
 
+/// `secs` since the epoch as `YYYY-MM-DD HH:MM` in the box's time zone (for listings).
+pub fn local_time_text(secs: i64) -> String {
+    match Timestamp::from_second(secs) {
+        Ok(t) => t
+            .to_zoned(TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M")
+            .to_string(),
+        Err(_) => format!("@{secs}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,16 +180,5 @@ mod tests {
             ..policy
         };
         assert!(to_delete(&snaps, &keep_all).is_empty());
-    }
-}
-
-/// `secs` since the epoch as `YYYY-MM-DD HH:MM` in the box's time zone (for listings).
-pub fn local_time_text(secs: i64) -> String {
-    match Timestamp::from_second(secs) {
-        Ok(t) => t
-            .to_zoned(TimeZone::system())
-            .strftime("%Y-%m-%d %H:%M")
-            .to_string(),
-        Err(_) => format!("@{secs}"),
     }
 }

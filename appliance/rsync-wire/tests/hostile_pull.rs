@@ -115,6 +115,33 @@ async fn pull_against_at(
     dest: &Path,
     opts: &PullOptions,
 ) -> rsync_wire::Result<rsync_wire::PullStats> {
+    let (conn, peer) = scripted_peer(proto, parts, waits);
+    let res = tokio::time::timeout(
+        Duration::from_secs(20),
+        rsync_wire::pull(conn, dest, opts, &mut |_| {}),
+    )
+    .await
+    .expect("pull hung");
+    peer.abort();
+    res
+}
+
+type DuplexHalf<T> = tokio::io::ReadHalf<T>;
+type Client =
+    Connection<DuplexHalf<tokio::io::DuplexStream>, tokio::io::WriteHalf<tokio::io::DuplexStream>>;
+
+/// The server's side of a scripted session, stopped when dropped.
+struct Peer(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>);
+
+impl Peer {
+    fn abort(self) {
+        self.0.abort();
+        self.1.abort();
+    }
+}
+
+/// A connection to a peer that sends `parts` (see [`pull_against`]).
+fn scripted_peer(proto: u32, parts: Vec<Vec<u8>>, waits: Vec<usize>) -> (Client, Peer) {
     let mux = proto >= 30;
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (mut srv_r, mut srv_w) = tokio::io::split(server);
@@ -155,15 +182,7 @@ async fn pull_against_at(
         writer: w,
         remote: Box::new(FakeRemote),
     };
-    let res = tokio::time::timeout(
-        Duration::from_secs(20),
-        rsync_wire::pull(conn, dest, opts, &mut |_| {}),
-    )
-    .await
-    .expect("pull hung");
-    feed.abort();
-    drain.abort();
-    res
+    (conn, Peer(drain, feed))
 }
 
 fn opts() -> PullOptions {
@@ -607,4 +626,67 @@ async fn extreme_mtimes_are_harmless() {
             assert!(!n.to_string_lossy().starts_with('.'), "{n:?} left");
         }
     }
+}
+
+/// Records what a streaming pull hands over.
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl rsync_wire::PullSink for Recorder {
+    fn select(&mut self, list: &[rsync_wire::FileEntry]) -> Vec<bool> {
+        self.calls.push(format!("select {}", list.len()));
+        vec![true; list.len()]
+    }
+    fn begin(&mut self, i: usize, e: &rsync_wire::FileEntry, redo: bool) -> Result<(), String> {
+        self.calls.push(format!(
+            "begin {i} {} {redo}",
+            String::from_utf8_lossy(&e.name)
+        ));
+        self.data.clear();
+        Ok(())
+    }
+    fn data(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.data.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn end(&mut self, ok: bool) -> Result<(), String> {
+        self.calls
+            .push(format!("end {ok} {}", String::from_utf8_lossy(&self.data)));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn streaming_pull_hands_over_the_redo_too() {
+    let mut p1 = one_file_list();
+    let mut d = file_data(&[0x02], b"hellO", &md5_digest(b"hello"));
+    d.push(0); // echo of NDX_DONE #1
+    p1.extend(frame(0, &d));
+    let mut d = file_data(&[0xFE, 0, 0], b"hello", &md5_digest(b"hello"));
+    d.extend(ending());
+    let p2 = frame(0, &d);
+    let (conn, peer) = scripted_peer(31, vec![p1, p2], vec![FIRST_PASS_BYTES + 19]);
+    let mut rec = Recorder::default();
+    let stats = tokio::time::timeout(
+        Duration::from_secs(20),
+        rsync_wire::pull_stream(conn, &mut rec, &opts(), &mut |_| {}),
+    )
+    .await
+    .expect("pull hung")
+    .unwrap();
+    peer.abort();
+    assert_eq!(
+        rec.calls,
+        [
+            "select 2",
+            "begin 1 f false",
+            "end false hellO",
+            "begin 1 f true",
+            "end true hello"
+        ]
+    );
+    assert_eq!((stats.files_transferred, stats.files_redone), (1, 1));
 }

@@ -246,6 +246,93 @@ async fn pull_one_file_and_one_folder() {
     );
 }
 
+/// Collects every requested file's bytes (the streaming pull's sink).
+struct Collect {
+    /// Select only names ending like this.
+    suffix: &'static [u8],
+    files: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    current: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl rsync_wire::PullSink for Collect {
+    fn select(&mut self, list: &[rsync_wire::FileEntry]) -> Vec<bool> {
+        list.iter().map(|e| e.name.ends_with(self.suffix)).collect()
+    }
+    fn begin(&mut self, _: usize, e: &rsync_wire::FileEntry, _: bool) -> Result<(), String> {
+        self.current = Some((e.name.clone(), Vec::new()));
+        Ok(())
+    }
+    fn data(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let c = self.current.as_mut().ok_or("data before begin")?;
+        c.1.extend_from_slice(bytes);
+        Ok(())
+    }
+    fn end(&mut self, ok: bool) -> Result<(), String> {
+        let (name, data) = self.current.take().ok_or("end before begin")?;
+        if ok {
+            self.files.insert(name, data);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn streaming_pull_hands_over_exactly_the_selected_files() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    make_tree(&src);
+    for protocol in [31, 30, 27] {
+        let mut sink = Collect {
+            suffix: b"",
+            files: Default::default(),
+            current: None,
+        };
+        let stats = rsync_wire::pull_stream_local(
+            &rsync_path(),
+            &remote_dir(&src),
+            &mut sink,
+            &popts(protocol),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        let want: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = snapshot(&src)
+            .into_iter()
+            .filter(|(name, _)| {
+                src.join(std::ffi::OsStr::from_bytes(name))
+                    .symlink_metadata()
+                    .unwrap()
+                    .is_file()
+            })
+            .map(|(name, _)| {
+                let data = std::fs::read(src.join(std::ffi::OsStr::from_bytes(&name))).unwrap();
+                (name, data)
+            })
+            .collect();
+        assert_eq!(sink.files, want, "protocol {protocol}");
+        assert_eq!(stats.files_transferred, want.len() as u64);
+        assert_eq!(stats.matched_bytes, 0, "no basis in a streaming pull");
+    }
+    // A selection: only what the sink asks for is sent.
+    let mut sink = Collect {
+        suffix: b"two",
+        files: Default::default(),
+        current: None,
+    };
+    let stats = rsync_wire::pull_stream_local(
+        &rsync_path(),
+        &remote_dir(&src),
+        &mut sink,
+        &PullOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let names: Vec<&[u8]> = sink.files.keys().map(|k| &k[..]).collect();
+    assert_eq!(names, [&b"a/b/two"[..]]);
+    assert_eq!(stats.files_requested, 1);
+}
+
 #[tokio::test]
 async fn list_tree() {
     let t = tempfile::tempdir().unwrap();
