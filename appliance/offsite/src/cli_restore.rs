@@ -93,6 +93,9 @@ pub struct RestoreArgs {
     /// Print the report as JSON (on stderr with `--tar -`).
     #[arg(long)]
     json: bool,
+    /// Entries per rsync session: memory is proportional to it, not to the number of files.
+    #[arg(long, value_name = "N", default_value_t = pull::BATCH_ENTRIES)]
+    batch_entries: usize,
     #[command(flatten)]
     key: KeyArgs,
 }
@@ -113,6 +116,9 @@ pub struct VerifyArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Entries per rsync session: memory is proportional to it, not to the number of files.
+    #[arg(long, value_name = "N", default_value_t = pull::BATCH_ENTRIES)]
+    batch_entries: usize,
     #[command(flatten)]
     key: KeyArgs,
 }
@@ -487,6 +493,7 @@ pub fn restore(a: RestoreArgs) -> Result<ExitCode> {
             &snap,
             &paths,
             mode,
+            a.batch_entries,
             printer(),
         )
         .await
@@ -558,6 +565,7 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
                     Mode::Verify {
                         sample_percent: sample,
                     },
+                    a.batch_entries,
                     printer(),
                 )
                 .await

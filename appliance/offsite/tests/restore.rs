@@ -152,6 +152,24 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
     ));
     assert_eq!(tree_with_meta(&to("all")), second);
 
+    // Everything again, one tiny rsync session after another (split folders, subtrees, single files).
+    for batch in ["1", "2", "5"] {
+        let dir = to(&format!("batched-{batch}"));
+        ok(&run(
+            &s,
+            &[
+                os("restore"),
+                os("--share"),
+                os("docs"),
+                os("--batch-entries"),
+                os(batch),
+                os("--to"),
+                dir.as_os_str(),
+            ],
+        ));
+        assert_eq!(tree_with_meta(&dir), second, "batches of {batch}");
+    }
+
     // Everything from the older snapshot.
     ok(&run(
         &s,

@@ -11,6 +11,7 @@
 //! * [`pull`] — restore and verify through one filtered rsync pull
 //! * [`local`] — `unseal-tree`: a snapshot folder on local disk
 //! * [`file`] — one file: authenticate, then write, archive or just check
+//! * [`plan`] — cutting a restore into rsync sessions of bounded size
 //! * [`place`] — the destination folder, never written through a symlink
 //! * [`tar_out`] — the tar stream
 //! * [`problem`] — what was wrong, per file, and the run's report
@@ -19,6 +20,7 @@ pub mod catalog;
 pub mod file;
 pub mod local;
 pub mod place;
+pub mod plan;
 pub mod problem;
 pub mod pull;
 pub mod tar_out;

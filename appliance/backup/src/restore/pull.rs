@@ -16,13 +16,14 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use remote::Remote;
-use rsync_wire::{EntryKind as WireKind, FileEntry, FilterRule, PullSink};
+use rsync_wire::{EntryKind as WireKind, FileEntry, PullSink};
 use seal::Keys;
 use seal::names::seal_name;
 
 use super::catalog::{self, Manifest};
 use super::file::{self, Output};
 use super::place::{PlaceError, Placer};
+use super::plan::{Batch, Planner};
 use super::problem::{CheckEvent, CheckReport, FileProblem, Problem};
 use super::tar_out::TarOut;
 use crate::Error;
@@ -119,61 +120,6 @@ impl RemoteNames {
     }
 }
 
-/// An rsync pattern matching exactly `literal` followed by `suffix` (`""`, `"/"` or `"/***"`): rsync
-/// treats a pattern with `*`, `?` or `[` as a wildcard pattern where `\` escapes, and any other pattern
-/// literally. A newline cannot be sent in a rule; `?` stands for it (the manifest decides what is used).
-fn pattern(literal: &[u8], suffix: &[u8]) -> Vec<u8> {
-    let wild = suffix.contains(&b'*') || literal.iter().any(|c| b"*?[\n".contains(c));
-    let mut p = vec![b'/'];
-    for &c in literal {
-        match c {
-            b'\n' => p.push(b'?'),
-            b'*' | b'?' | b'[' | b'\\' if wild => p.extend_from_slice(&[b'\\', c]),
-            c => p.push(c),
-        }
-    }
-    p.extend_from_slice(suffix);
-    p
-}
-
-/// The filter rules selecting the asked items (remote paths, with "is a folder"); everything when empty.
-fn rules(items: &[(Vec<u8>, bool)], sealed_names: bool) -> Vec<FilterRule> {
-    let mut r = vec![FilterRule::Exclude(
-        format!("/{MANIFEST_NAME}").into_bytes(),
-    )];
-    if sealed_names {
-        r.push(FilterRule::Exclude(
-            format!("{}*", seal::names::LONG_NAME_SIDE_PREFIX).into_bytes(),
-        ));
-    } else {
-        r.push(FilterRule::Exclude(b"/.offsite-*".to_vec()));
-    }
-    if items.is_empty() {
-        return r;
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (path, is_dir) in items {
-        let comps: Vec<usize> = path
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c == b'/')
-            .map(|(i, _)| i)
-            .collect();
-        for i in comps {
-            let p = pattern(&path[..i], b"/");
-            if seen.insert(p.clone()) {
-                r.push(FilterRule::Include(p));
-            }
-        }
-        r.push(FilterRule::Include(pattern(
-            path,
-            if *is_dir { b"/***" } else { b"" },
-        )));
-    }
-    r.push(FilterRule::Exclude(b"*".to_vec()));
-    r
-}
-
 struct Job {
     entry: ManifestEntry,
     seen: bool,
@@ -187,6 +133,8 @@ enum Msg {
     },
     /// A plain share's symlink, created from the manifest.
     Symlink(Box<ManifestEntry>),
+    /// A folder (created now; its permissions and mtime are set at the end).
+    Dir(Box<ManifestEntry>),
 }
 
 /// Where the worker sends verified plaintext (owned by the worker thread).
@@ -290,6 +238,19 @@ fn worker(rx: Receiver<Msg>, keys: Option<Keys>, mut dest: Dest, log: SharedLog)
                     Err(p) => problem(&log, &e.path, p),
                 }
             }
+            Msg::Dir(e) => {
+                let res = match &mut dest {
+                    Dest::Check => Ok(()),
+                    Dest::Dir(p) => p.dir(&e.path).map_err(Problem::from),
+                    Dest::Tar(t) => t
+                        .dir(&e)
+                        .map_err(|x| Problem::Failed(format!("writing the tar stream: {x}"))),
+                };
+                match res {
+                    Ok(()) => lock(&log).report.dirs += 1,
+                    Err(p) => problem(&log, &e.path, p),
+                }
+            }
             Msg::Data(_) | Msg::End { .. } => {}
         }
     }
@@ -302,8 +263,8 @@ struct Sink {
     jobs: HashMap<Vec<u8>, Job>,
     /// Restoring into this folder without overwriting: files already there are not pulled at all.
     keep_existing: Option<PathBuf>,
-    /// Folders above the asked paths (listed by rsync, not restored).
-    ancestors: std::collections::HashSet<Vec<u8>>,
+    /// Folders above the batch's items, and subfolders planned in other batches: listed, not extra.
+    elsewhere: std::collections::HashSet<Vec<u8>>,
     tx: SyncSender<Msg>,
     log: SharedLog,
     sealed_names: bool,
@@ -339,7 +300,7 @@ impl PullSink for Sink {
         let mut wanted = vec![false; list.len()];
         let mut found: Vec<(Vec<u8>, Problem)> = Vec::new();
         for (i, le) in list.iter().enumerate() {
-            if le.name == b"." || self.internal(&le.name) || self.ancestors.contains(&le.name) {
+            if le.name == b"." || self.internal(&le.name) || self.elsewhere.contains(&le.name) {
                 continue;
             }
             let Some(job) = self.jobs.get_mut(&le.name) else {
@@ -441,6 +402,84 @@ fn kind_name(k: EntryKind) -> &'static str {
     }
 }
 
+/// Entries per rsync session of a restore: bounds rsync's file list and the expected-entry table
+/// (about 0.3 KiB per entry).
+pub const BATCH_ENTRIES: usize = 4096;
+
+/// What every batch of one snapshot's restore shares.
+struct Session<'a> {
+    remote: &'a Remote,
+    t: &'a TargetConfig,
+    share: &'a str,
+    snap: &'a SnapshotId,
+    tx: &'a SyncSender<Msg>,
+    log: &'a SharedLog,
+    sealed_names: bool,
+    sample: Option<(u64, [u8; 32])>,
+    keep_existing: Option<&'a Path>,
+}
+
+impl Session<'_> {
+    /// Pulls one batch into the worker.
+    async fn pull(&self, batch: Batch) -> Result<(), Error> {
+        let filters = batch.rules(self.sealed_names);
+        let mut elsewhere = batch.ancestors();
+        elsewhere.extend(batch.elsewhere);
+        let jobs = batch
+            .jobs
+            .into_iter()
+            .map(|(r, entry)| (r, Job { entry, seen: false }))
+            .collect();
+        let mut sink = Sink {
+            keep_existing: self.keep_existing.map(Path::to_path_buf),
+            jobs,
+            elsewhere,
+            tx: self.tx.clone(),
+            log: self.log.clone(),
+            sealed_names: self.sealed_names,
+            sample: self.sample,
+        };
+        let mut dir = crate::remote_ops::share_path(self.t, self.share, &[&self.snap.to_string()]);
+        dir.push(b'/');
+        let pulled =
+            catalog::pull_into(self.remote, self.t, &dir, filters, &mut sink, &mut |_| {}).await?;
+        let stats = match pulled {
+            Ok(s) => s,
+            // Files that failed in the transfer itself (rsync's checksum twice, a file the server could
+            // not read): those are named; the others were restored.
+            Err(rsync_wire::Error::PullFailed { failed, stats }) => {
+                for (name, why) in failed {
+                    let path = sink
+                        .jobs
+                        .get(&name)
+                        .map(|j| j.entry.path.clone())
+                        .unwrap_or(name);
+                    problem(self.log, &path, Problem::Failed(why));
+                }
+                *stats
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    format!(
+                        "reading {}/{} on {}",
+                        self.share,
+                        self.snap,
+                        self.remote.describe()
+                    ),
+                    e,
+                ));
+            }
+        };
+        lock(self.log).report.bytes_pulled += stats.bytes_received;
+        Ok(())
+    }
+}
+
+/// The manifest was read to its end (or the restore failed) and every planned batch was pulled.
+fn next_is_done(outcome: &Result<(), Error>, planner: &Planner) -> bool {
+    outcome.is_err() || planner.finished()
+}
+
 /// Normalizes asked paths: relative to the share root, no `.`/`..`; `""` or `.` means everything.
 pub fn normalize_paths(paths: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Error> {
     let mut out = Vec::new();
@@ -489,7 +528,8 @@ fn selects(paths: &[Vec<u8>], rel: &[u8]) -> Option<usize> {
     })
 }
 
-/// Restores or verifies `paths` (plaintext, relative to the share root; empty = all) of one snapshot.
+/// Restores or verifies `paths` (plaintext, relative to the share root; empty = all) of one snapshot, in
+/// rsync sessions of about `batch_entries` entries ([`BATCH_ENTRIES`] is a good default).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_snapshot(
     remote: &Remote,
@@ -500,6 +540,7 @@ pub async fn run_snapshot(
     snap: &SnapshotId,
     paths: &[Vec<u8>],
     mode: Mode,
+    batch_entries: usize,
     events: EventFn,
 ) -> Result<CheckReport, Error> {
     let mut manifest: Manifest =
@@ -527,7 +568,7 @@ pub async fn run_snapshot(
         } => Some(to.clone()),
         _ => None,
     };
-    let mut dest = match mode {
+    let dest = match mode {
         Mode::Dir { to, overwrite } => Dest::Dir(
             Placer::new(&to, overwrite)
                 .map_err(|e| Error::new(format!("restore folder {}", to.display()), e))?,
@@ -537,57 +578,30 @@ pub async fn run_snapshot(
         ),
         Mode::Verify { .. } => Dest::Check,
     };
-    // Pass 1: what the manifest has under the asked paths.
-    let mut names = RemoteNames::new(sealed_names.then(|| keys.clone()));
-    let mut jobs: HashMap<Vec<u8>, Job> = HashMap::new();
-    let mut matched = vec![false; paths.len()];
-    let mut items: Vec<(Vec<u8>, bool)> = Vec::new();
+    // First pass: are the asked paths there, and how big is each folder's subtree.
+    let mut planner = Planner::new(batch_entries);
     {
+        let mut matched = vec![false; paths.len()];
         let mut reader = manifest.entries()?;
         let ctx = |e| Error::new(format!("the manifest of {share}/{snap}"), e);
         while let Some(e) = reader.next_entry().map_err(ctx)? {
-            let Some(which) = selects(paths, &e.path) else {
-                continue;
-            };
-            let remote_path = names
-                .map(&e.path)
-                .map_err(|why| Error::new(String::from_utf8_lossy(&e.path), why))?;
-            if !paths.is_empty() && !matched[which] {
-                matched[which] = true;
-                items.push((remote_path.clone(), e.kind == EntryKind::Dir));
-            }
-            if e.kind == EntryKind::Dir {
-                let res = match &mut dest {
-                    Dest::Check => Ok(()),
-                    Dest::Dir(p) => p.dir(&e.path).map_err(Problem::from),
-                    Dest::Tar(t) => t
-                        .dir(&e)
-                        .map_err(|x| Problem::Failed(format!("writing the tar stream: {x}"))),
-                };
-                match res {
-                    Ok(()) => lock(&log).report.dirs += 1,
-                    Err(p) => problem(&log, &e.path, p),
+            if let Some(which) = selects(paths, &e.path) {
+                if !paths.is_empty() {
+                    matched[which] = true;
                 }
+                planner.count(&e);
             }
-            jobs.insert(
-                remote_path,
-                Job {
-                    entry: e,
-                    seen: false,
-                },
-            );
+        }
+        if let Some(i) = matched.iter().position(|m| !m) {
+            return Err(Error::new(
+                format!("share {share}, snapshot {snap}"),
+                format!(
+                    "no {:?} in this snapshot",
+                    String::from_utf8_lossy(&paths[i])
+                ),
+            ));
         }
     }
-    if let Some(i) = matched.iter().position(|m| !m) {
-        return Err(Error::new(
-            format!("share {share}, snapshot {snap}"),
-            format!(
-                "no {:?} in this snapshot",
-                String::from_utf8_lossy(&paths[i])
-            ),
-        ));
-    }
-    let filters = rules(&items, sealed_names);
     let (tx, rx) = sync_channel::<Msg>(16);
     let worker_keys = sealed.then(|| keys.clone());
     let worker_log = log.clone();
@@ -595,64 +609,67 @@ pub async fn run_snapshot(
         .name("offsite-restore".into())
         .spawn(move || worker(rx, worker_keys, dest, worker_log))
         .map_err(|e| Error::new("starting the restore thread", e))?;
-    let ancestors = items
-        .iter()
-        .flat_map(|(p, _)| {
-            p.iter()
-                .enumerate()
-                .filter(|(_, c)| **c == b'/')
-                .map(|(i, _)| p[..i].to_vec())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut sink = Sink {
-        keep_existing,
-        jobs,
-        ancestors,
-        tx,
-        log: log.clone(),
+    let session = Session {
+        remote,
+        t,
+        share,
+        snap,
+        tx: &tx,
+        log: &log,
         sealed_names,
         sample,
+        keep_existing: keep_existing.as_deref(),
     };
-    let mut dir = crate::remote_ops::share_path(t, share, &[&snap.to_string()]);
-    dir.push(b'/');
-    let pulled = catalog::pull_into(remote, t, &dir, filters, &mut sink, &mut |_| {}).await;
-    let pulled = match pulled {
-        Ok(p) => p,
-        Err(e) => {
-            drop(sink);
-            let _ = handle.join();
-            return Err(e);
+    // Second pass: batches of entries, each pulled as soon as it is planned.
+    let whole = paths.is_empty();
+    let mut names = RemoteNames::new(sealed_names.then(|| keys.clone()));
+    let mut outcome: Result<(), Error> = Ok(());
+    {
+        let mut reader = manifest.entries()?;
+        let ctx = |e| Error::new(format!("the manifest of {share}/{snap}"), e);
+        loop {
+            let next = match reader.next_entry().map_err(ctx) {
+                Ok(n) => n,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            match next {
+                Some(e) => {
+                    if selects(paths, &e.path).is_none() {
+                        continue;
+                    }
+                    let remote_path = match names.map(&e.path) {
+                        Ok(r) => r,
+                        Err(why) => {
+                            problem(&log, &e.path, Problem::Failed(why));
+                            continue;
+                        }
+                    };
+                    if e.kind == EntryKind::Dir {
+                        let _ = tx.send(Msg::Dir(Box::new(e.clone())));
+                    }
+                    planner.plan(e, remote_path, whole);
+                }
+                None => planner.finish(whole),
+            }
+            while let Some(batch) = planner.next_batch() {
+                if let Err(e) = session.pull(batch).await {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+            if next_is_done(&outcome, &planner) {
+                break;
+            }
         }
-    };
-    let Sink { jobs, tx, .. } = sink;
+    }
     drop(tx);
     let dest = handle
         .join()
         .map_err(|_| Error::new("the restore thread", "panicked"))?;
-    let stats = match pulled {
-        Ok(s) => s,
-        // Files that failed in the transfer itself (rsync's checksum twice, a file the server could not
-        // read): those are named; the others were restored.
-        Err(rsync_wire::Error::PullFailed { failed, stats }) => {
-            for (name, why) in failed {
-                let path = jobs
-                    .get(&name)
-                    .map(|j| j.entry.path.clone())
-                    .unwrap_or(name);
-                problem(&log, &path, Problem::Failed(why));
-            }
-            *stats
-        }
-        Err(e) => {
-            return Err(Error::new(
-                format!("reading {share}/{snap} on {}", remote.describe()),
-                e,
-            ));
-        }
-    };
-    lock(&log).report.bytes_pulled = stats.bytes_received;
-    drop(jobs);
+    outcome?;
     // Folders get their permissions and mtimes once everything inside is written.
     match dest {
         Dest::Dir(placer) => {
