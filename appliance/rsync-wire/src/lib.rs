@@ -39,6 +39,13 @@
 //! streamed, the basis is read one block at a time); the received file list
 //! is bounded by [`ListLimits`].
 //!
+//! **Streaming pull** ([`pull_stream`], [`pull_stream_local`]): the same
+//! session without a local directory: a [`PullSink`] chooses from the
+//! received list what to request and gets each file's bytes in order (no
+//! basis, so all literal data), with rsync's digest verdict at the end of
+//! each file and the redo pass. A restore authenticates and decrypts on the
+//! way instead of staging a copy.
+//!
 //! **List-only** ([`list()`], [`list_local`]): the file list of a remote
 //! path, recursive (`-r`) or one level (`-d`), with names, sizes, mtimes,
 //! modes and symlink targets; nothing is transferred or written.
