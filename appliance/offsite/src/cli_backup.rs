@@ -167,17 +167,22 @@ fn counters_line(c: &Counters, secs: f64) -> String {
     )
 }
 
+/// The passphrase in `file` (trailing newline and spaces removed), if a file is given.
+pub(crate) fn read_passphrase(file: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    let Some(f) = file else {
+        return Ok(None);
+    };
+    Ok(Some(
+        std::fs::read(f)
+            .with_context(|| format!("reading passphrase file {}", f.display()))?
+            .trim_ascii_end()
+            .to_vec(),
+    ))
+}
+
 pub fn backup(a: BackupArgs) -> Result<ExitCode> {
     let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
-    let passphrase = match &a.passphrase_file {
-        Some(f) => Some(
-            std::fs::read(f)
-                .with_context(|| format!("reading passphrase file {}", f.display()))?
-                .trim_ascii_end()
-                .to_vec(),
-        ),
-        None => None,
-    };
+    let passphrase = read_passphrase(a.passphrase_file.as_deref())?;
     let opts = BackupOptions {
         shares: a.share.clone(),
         dry_run: a.dry_run,

@@ -22,7 +22,7 @@ use clap::Args;
 use remote::Remote;
 use seal::{Keys, MasterKey};
 
-use crate::cli_backup::human;
+use crate::cli_backup::{human, read_passphrase};
 
 /// Exit status: the target's data is not what the snapshot recorded.
 const EXIT_INTEGRITY: u8 = 3;
@@ -152,15 +152,7 @@ pub struct UnsealTreeArgs {
 }
 
 fn load_keys(key_file: &Path, passphrase_file: Option<&Path>) -> Result<Keys> {
-    let passphrase = match passphrase_file {
-        Some(f) => Some(
-            std::fs::read(f)
-                .with_context(|| format!("reading passphrase file {}", f.display()))?
-                .trim_ascii_end()
-                .to_vec(),
-        ),
-        None => None,
-    };
+    let passphrase = read_passphrase(passphrase_file)?;
     let key = MasterKey::load(key_file, passphrase.as_deref())
         .with_context(|| format!("key file {}", key_file.display()))?;
     Ok(key.derive_keys())

@@ -27,6 +27,13 @@ fn ssh_target(sshd: &TestSshd, path: &str) -> String {
     )
 }
 
+/// Runs `offsite restore --share docs <args> --config <config>`.
+fn restore(s: &Setup, args: &[&OsStr]) -> Output {
+    let mut all = vec![os("restore"), os("--share"), os("docs")];
+    all.extend_from_slice(args);
+    run(s, &all)
+}
+
 /// Runs `offsite <args> --config <config>`.
 fn run(s: &Setup, args: &[&OsStr]) -> Output {
     offsite()
@@ -140,27 +147,15 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
     let to = |name: &str| work.path().join(name);
 
     // Everything, newest: byte-identical, modes and mtimes too.
-    ok(&run(
-        &s,
-        &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
-            os("--to"),
-            to("all").as_os_str(),
-        ],
-    ));
+    ok(&restore(&s, &[os("--to"), to("all").as_os_str()]));
     assert_eq!(tree_with_meta(&to("all")), second);
 
     // Everything again, one tiny rsync session after another (split folders, subtrees, single files).
     for batch in ["1", "2", "5"] {
         let dir = to(&format!("batched-{batch}"));
-        ok(&run(
+        ok(&restore(
             &s,
             &[
-                os("restore"),
-                os("--share"),
-                os("docs"),
                 os("--batch-entries"),
                 os(batch),
                 os("--to"),
@@ -171,12 +166,9 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
     }
 
     // Everything from the older snapshot.
-    ok(&run(
+    ok(&restore(
         &s,
         &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
             os("--snapshot"),
             os(&ids[0]),
             os("--to"),
@@ -186,12 +178,9 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
     assert_eq!(tree_with_meta(&to("old")), first);
 
     // One file of the older snapshot, one folder, a name with a newline and one that is not UTF-8.
-    let out = run(
+    let out = restore(
         &s,
         &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
             os("--snapshot"),
             os(&ids[0]),
             os("--path"),
@@ -237,16 +226,7 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
 
     // A tar stream of everything, read back by GNU tar.
     let tar = to("all.tar");
-    ok(&run(
-        &s,
-        &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
-            os("--tar"),
-            tar.as_os_str(),
-        ],
-    ));
+    ok(&restore(&s, &[os("--tar"), tar.as_os_str()]));
     let listing = std::process::Command::new("tar")
         .arg("-tf")
         .arg(&tar)
@@ -271,31 +251,13 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
         tree_map(&s.share, &|_| false)
     );
     // `--tar -` writes the same archive to stdout.
-    let out = run(
-        &s,
-        &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
-            os("--tar"),
-            os("-"),
-        ],
-    );
+    let out = restore(&s, &[os("--tar"), os("-")]);
     assert!(out.status.success());
     assert_eq!(out.stdout, fs::read(&tar).unwrap());
 
     // Existing files are not overwritten (exit 4, untouched), unless asked.
     fs::write(to("all").join("report.txt"), b"mine").unwrap();
-    let out = run(
-        &s,
-        &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
-            os("--to"),
-            to("all").as_os_str(),
-        ],
-    );
+    let out = restore(&s, &[os("--to"), to("all").as_os_str()]);
     assert_eq!(
         out.status.code(),
         Some(4),
@@ -303,16 +265,9 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(fs::read(to("all").join("report.txt")).unwrap(), b"mine");
-    ok(&run(
+    ok(&restore(
         &s,
-        &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
-            os("--overwrite"),
-            os("--to"),
-            to("all").as_os_str(),
-        ],
+        &[os("--overwrite"), os("--to"), to("all").as_os_str()],
     ));
     assert_eq!(
         fs::read(to("all").join("report.txt")).unwrap(),
@@ -424,16 +379,9 @@ fn tampering_is_reported_per_file_by_restore_verify_and_unseal_tree() {
     let snap_id = new.file_name().unwrap().to_str().unwrap().to_owned();
     let work = tempfile::tempdir().unwrap();
 
-    let out = run(
+    let out = restore(
         &s,
-        &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
-            os("--json"),
-            os("--to"),
-            work.path().join("r").as_os_str(),
-        ],
+        &[os("--json"), os("--to"), work.path().join("r").as_os_str()],
     );
     assert_eq!(
         out.status.code(),
@@ -535,27 +483,18 @@ fn plain_share_restores_and_detects_changes() {
     s.local_config("encrypt = false\nencrypt_names = false");
     s.backup_ok();
     let work = tempfile::tempdir().unwrap();
-    ok(&run(
+    ok(&restore(
         &s,
-        &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
-            os("--to"),
-            work.path().join("all").as_os_str(),
-        ],
+        &[os("--to"), work.path().join("all").as_os_str()],
     ));
     assert_eq!(
         tree_with_meta(&work.path().join("all")),
         tree_with_meta(&s.share)
     );
     // Selecting a folder whose name is a glob pattern selects exactly it.
-    ok(&run(
+    ok(&restore(
         &s,
         &[
-            os("restore"),
-            os("--share"),
-            os("docs"),
             os("--path"),
             os("a*b[1]?"),
             os("--path"),

@@ -118,6 +118,11 @@ where
         source,
     })?;
     let (stats, _, failed) = session(conn, Some(d), None, opts, events).await?;
+    per_entry_outcome(stats, failed)
+}
+
+/// A session that ended cleanly: its statistics, or the entries that failed.
+fn per_entry_outcome(stats: PullStats, failed: Vec<(Vec<u8>, String)>) -> Result<PullStats> {
     if failed.is_empty() {
         Ok(stats)
     } else {
@@ -202,14 +207,7 @@ where
 {
     check_opts(opts)?;
     let (stats, _, failed) = session(conn, None, Some(sink), opts, events).await?;
-    if failed.is_empty() {
-        Ok(stats)
-    } else {
-        Err(Error::PullFailed {
-            failed,
-            stats: Box::new(stats),
-        })
-    }
+    per_entry_outcome(stats, failed)
 }
 
 /// Spawns a local `rsync --server --sender` for `remote_path` and pulls

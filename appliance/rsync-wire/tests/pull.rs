@@ -254,6 +254,16 @@ struct Collect {
     current: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl Collect {
+    fn new(suffix: &'static [u8]) -> Collect {
+        Collect {
+            suffix,
+            files: Default::default(),
+            current: None,
+        }
+    }
+}
+
 impl rsync_wire::PullSink for Collect {
     fn select(&mut self, list: &[rsync_wire::FileEntry]) -> Vec<bool> {
         list.iter().map(|e| e.name.ends_with(self.suffix)).collect()
@@ -282,11 +292,7 @@ async fn streaming_pull_hands_over_exactly_the_selected_files() {
     let src = t.path().join("src");
     make_tree(&src);
     for protocol in [31, 30, 27] {
-        let mut sink = Collect {
-            suffix: b"",
-            files: Default::default(),
-            current: None,
-        };
+        let mut sink = Collect::new(b"");
         let stats = rsync_wire::pull_stream_local(
             &rsync_path(),
             &remote_dir(&src),
@@ -314,11 +320,7 @@ async fn streaming_pull_hands_over_exactly_the_selected_files() {
         assert_eq!(stats.matched_bytes, 0, "no basis in a streaming pull");
     }
     // A selection: only what the sink asks for is sent.
-    let mut sink = Collect {
-        suffix: b"two",
-        files: Default::default(),
-        current: None,
-    };
+    let mut sink = Collect::new(b"two");
     let stats = rsync_wire::pull_stream_local(
         &rsync_path(),
         &remote_dir(&src),

@@ -150,15 +150,10 @@ fn sealed_file(
             check_sealed(e, &u.stats())?;
         }
         Output::Dir(placer) => {
-            let mut pending = placer.begin_file(&e.path)?;
             let mut u = Unsealer::new(keys, &rel, input);
-            {
-                let mut w = BufWriter::with_capacity(BUF, pending.file());
-                pump(&mut u, &mut w, unseal_problem)?;
-                w.flush().map_err(failed("writing"))?;
-            }
-            check_sealed(e, &u.stats())?;
-            pending.commit(e.perms, e.mtime, e.mtime_nsec)?;
+            into_place(placer, e, &mut u, unseal_problem, |u, _| {
+                check_sealed(e, &u.stats())
+            })?;
         }
         Output::Tar(tar) => {
             let mut spool = tar.take_spool().map_err(failed("spooling"))?;
@@ -174,6 +169,27 @@ fn sealed_file(
         }
     }
     Ok(e.size)
+}
+
+/// Writes `from` into a temporary file beside `e`'s place, runs `check` (given the reader and the length),
+/// and only then renames it into place with the manifest's mode and mtime.
+fn into_place<R: Read>(
+    placer: &Placer,
+    e: &ManifestEntry,
+    from: &mut R,
+    read_err: fn(io::Error) -> Problem,
+    check: impl FnOnce(&R, u64) -> Result<(), Problem>,
+) -> Result<(), Problem> {
+    let mut pending = placer.begin_file(&e.path)?;
+    let n = {
+        let mut w = BufWriter::with_capacity(BUF, pending.file());
+        let n = pump(from, &mut w, read_err)?;
+        w.flush().map_err(failed("writing"))?;
+        n
+    };
+    check(from, n)?;
+    pending.commit(e.perms, e.mtime, e.mtime_nsec)?;
+    Ok(())
 }
 
 fn rewind(f: &mut File) -> Result<(), Problem> {
@@ -206,15 +222,9 @@ fn plain_file(
             check_plain(e, n, h.hasher.finalize())?;
         }
         Output::Dir(placer) => {
-            let mut pending = placer.begin_file(&e.path)?;
-            let n = {
-                let mut w = BufWriter::with_capacity(BUF, pending.file());
-                let n = pump(&mut h, &mut w, input_problem)?;
-                w.flush().map_err(failed("writing"))?;
-                n
-            };
-            check_plain(e, n, h.hasher.finalize())?;
-            pending.commit(e.perms, e.mtime, e.mtime_nsec)?;
+            into_place(placer, e, &mut h, input_problem, |h, n| {
+                check_plain(e, n, h.hasher.finalize())
+            })?;
         }
         Output::Tar(tar) => {
             let mut spool = tar.take_spool().map_err(failed("spooling"))?;
