@@ -87,6 +87,34 @@ fn backup_over_ssh_with_a_full_and_a_restricted_key() {
         })
         .count();
     assert!(linked >= 5, "{linked} hard links");
+
+    // The same restricted key restores and verifies (rrsync allows `--server --sender` in its folder).
+    let out = offsite()
+        .args(["restore", "--share", "docs", "--to"])
+        .arg(s.dir.path().join("restored"))
+        .arg("--config")
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tree_map(&s.dir.path().join("restored"), &|_| false),
+        expected(&s.share, &|_| false)
+    );
+    let out = offsite()
+        .args(["verify", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
