@@ -108,28 +108,6 @@ fn save_report(state_dir: &Path, report: &RunReport) -> Result<(), Error> {
     Ok(())
 }
 
-/// Holds the state folder's lock for the run: two runs of one config never overlap. The lock is an
-/// `flock`, released by the kernel when the process dies, so a crash cannot leave it stale.
-fn lock_state(state_dir: &Path) -> Result<fs::File, Error> {
-    let ctx = || format!("state folder {}", state_dir.display());
-    fs::create_dir_all(state_dir).map_err(|e| Error::new(ctx(), e))?;
-    let path = state_dir.join("lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::new(ctx(), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::new(
-            ctx(),
-            "another backup with this config is running",
-        )),
-        Err(fs::TryLockError::Error(e)) => Err(Error::new(ctx(), e)),
-    }
-}
-
 async fn run(
     config: &Config,
     opts: &BackupOptions,
@@ -143,7 +121,7 @@ async fn run(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(lock_state(&config.state_dir)?)
+        Some(crate::lock::StateLock::acquire(&config.state_dir)?)
     };
     let key = MasterKey::load(&config.key_file, opts.passphrase.as_deref())
         .map_err(|e| Error::new(format!("key file {}", config.key_file.display()), e))?;

@@ -16,6 +16,7 @@
 //! * [`snapshot`] — snapshot names and the retention policy
 //! * [`remote_ops`] — listing, creating and deleting snapshot folders through rsync
 //! * [`engine`] — one backup run
+//! * [`lock`] — runs of one config never overlap
 //! * [`progress`], [`report`] — what a run tells its caller
 //! * [`restore`] — snapshots, listing, restore, verify, unseal-tree
 //! * [`records`] — length-prefixed postcard record files
@@ -34,6 +35,7 @@ pub mod content;
 pub mod engine;
 pub mod exclude;
 pub mod index;
+pub mod lock;
 pub mod manifest;
 pub mod progress;
 pub mod records;
