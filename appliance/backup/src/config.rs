@@ -100,6 +100,26 @@ pub struct ShareConfig {
     pub exclude: Vec<String>,
     pub excludes: Excludes,
     pub retention: Retention,
+    /// This share's own nightly window (`None`: the config's `[schedule]`).
+    pub schedule: Option<scheduler::Window>,
+}
+
+/// When the service runs the nightly backup (`[schedule]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// Scheduled runs at all (`offsite backup` and "run now" work either way).
+    pub enabled: bool,
+    pub policy: scheduler::Policy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    enabled: Option<bool>,
+    at: Option<Spanned<String>>,
+    jitter_minutes: Option<Spanned<u32>>,
+    retry_minutes: Option<Spanned<u64>>,
+    max_attempts: Option<Spanned<u32>>,
 }
 
 /// A validated configuration.
@@ -111,6 +131,7 @@ pub struct Config {
     pub key_file: PathBuf,
     pub target: TargetConfig,
     pub shares: Vec<ShareConfig>,
+    pub schedule: ScheduleConfig,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +140,8 @@ struct RawConfig {
     state_dir: Spanned<String>,
     key_file: Spanned<String>,
     target: Spanned<RawTarget>,
+    #[serde(default)]
+    schedule: RawSchedule,
     #[serde(default)]
     share: Vec<Spanned<RawShare>>,
 }
@@ -148,6 +171,7 @@ struct RawShare {
     #[serde(default)]
     exclude: Vec<Spanned<String>>,
     retention: Option<Spanned<Retention>>,
+    schedule: Option<Spanned<String>>,
 }
 
 /// Maps byte offsets of the source to line numbers.
@@ -316,6 +340,49 @@ impl Config {
             timeout_secs,
         };
 
+        let sc = raw.schedule;
+        let jitter = match &sc.jitter_minutes {
+            Some(j) if *j.get_ref() > 720 => {
+                return Err(err(
+                    Some(j.span()),
+                    Some("schedule.jitter_minutes".into()),
+                    "at most 720 (half a day)".into(),
+                ));
+            }
+            Some(j) => *j.get_ref(),
+            None => 30,
+        };
+        let window = match &sc.at {
+            Some(at) => scheduler::Window::parse(at.get_ref(), jitter)
+                .map_err(|m| err(Some(at.span()), Some("schedule.at".into()), m))?,
+            None => scheduler::Window::parse("01:30", jitter).map_err(|m| err(None, None, m))?,
+        };
+        let mut policy = scheduler::Policy::nightly(window);
+        if let Some(r) = &sc.retry_minutes {
+            if *r.get_ref() == 0 || *r.get_ref() > 24 * 60 {
+                return Err(err(
+                    Some(r.span()),
+                    Some("schedule.retry_minutes".into()),
+                    "must be 1 to 1440".into(),
+                ));
+            }
+            policy.retry_first_secs = r.get_ref() * 60;
+        }
+        if let Some(m) = &sc.max_attempts {
+            if *m.get_ref() == 0 {
+                return Err(err(
+                    Some(m.span()),
+                    Some("schedule.max_attempts".into()),
+                    "must be at least 1".into(),
+                ));
+            }
+            policy.max_attempts = *m.get_ref();
+        }
+        let schedule = ScheduleConfig {
+            enabled: sc.enabled.unwrap_or(true),
+            policy,
+        };
+
         let mut names = HashSet::new();
         let mut shares = Vec::with_capacity(raw.share.len());
         for (i, s) in raw.share.into_iter().enumerate() {
@@ -369,7 +436,15 @@ impl Config {
                         .into(),
                 ));
             }
+            let schedule = match &s.schedule {
+                Some(at) => Some(
+                    scheduler::Window::parse(at.get_ref(), jitter)
+                        .map_err(|m| err(Some(at.span()), Some(key("schedule")), m))?,
+                ),
+                None => None,
+            };
             shares.push(ShareConfig {
+                schedule,
                 name: s.name.into_inner(),
                 path,
                 encrypt,
@@ -386,6 +461,7 @@ impl Config {
             key_file,
             target,
             shares,
+            schedule,
         })
     }
 
@@ -430,6 +506,32 @@ mod tests {
     }
 
     const BASE: &str = "state_dir = \"state\"\nkey_file = \"/k\"\n[target]\npath = \"/backup\"\n";
+
+    #[test]
+    fn schedule_keys_are_checked() {
+        let c = parse(BASE).unwrap();
+        assert!(c.schedule.enabled);
+        assert_eq!(c.schedule.policy.window.at.to_string(), "01:30:00");
+        assert_eq!(c.schedule.policy.window.jitter_minutes, 30);
+        let c = parse(&format!(
+            "{BASE}[schedule]\nat = \"23:05\"\njitter_minutes = 0\nretry_minutes = 5\nmax_attempts = 2\n\
+             [[share]]\nname = \"a\"\npath = \"/a\"\nschedule = \"04:00\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.schedule.policy.retry_first_secs, 300);
+        assert_eq!(c.schedule.policy.max_attempts, 2);
+        assert_eq!(c.shares[0].schedule.unwrap().at.to_string(), "04:00:00");
+        for (bad, key) in [
+            ("[schedule]\nat = \"25:00\"\n", "schedule.at"),
+            ("[schedule]\njitter_minutes = 800\n", "schedule.jitter_minutes"),
+            ("[schedule]\nmax_attempts = 0\n", "schedule.max_attempts"),
+            ("[schedule]\nwhen = 1\n", "when"),
+            ("[[share]]\nname = \"a\"\npath = \"/a\"\nschedule = \"4pm\"\n", "share[0].schedule"),
+        ] {
+            let e = parse(&format!("{BASE}{bad}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_and_relative_paths() {
