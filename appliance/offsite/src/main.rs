@@ -9,6 +9,7 @@ mod cli_backup;
 mod cli_restore;
 mod cli_rsync;
 mod cli_seal;
+mod cli_serve;
 mod tree;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Init(cli_backup::InitArgs),
     /// Back up the configured shares into new snapshots on the target.
     Backup(cli_backup::BackupArgs),
+    /// Run the appliance: the nightly backups on the config's schedule (until SIGTERM).
+    Serve(cli_serve::ServeArgs),
     /// List the snapshots of each share on the target (time, files, size).
     Snapshots(cli_restore::SnapshotsArgs),
     /// List a folder of a snapshot with plaintext names.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Snapshots(a) => cli_restore::snapshots(a),
         Command::Ls(a) => cli_restore::ls(a),
         Command::Init(a) => cli_backup::init(a),
+        Command::Serve(a) => cli_serve::serve(a),
         Command::Keygen(a) => cli_seal::keygen(a),
         Command::Seal(a) => cli_seal::seal(a),
         Command::Unseal(a) => cli_seal::unseal(a),

@@ -259,6 +259,17 @@ impl SlotState {
     }
 }
 
+impl SlotState {
+    /// Records that `night`'s run was cancelled by the owner: the night is not retried.
+    pub fn skip(&mut self, night: Date, start: Timestamp, end: Timestamp) {
+        self.last_start = Some(start);
+        self.last_end = Some(end);
+        self.done_night = Some(self.done_night.map_or(night, |d| d.max(night)));
+        self.failed_night = None;
+        self.failures = 0;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("{path}: {source}")]

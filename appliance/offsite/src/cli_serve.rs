@@ -1,0 +1,114 @@
+//! `offsite serve`: the appliance's long-running process. For now it runs the nightly scheduler (the web
+//! admin page joins it); every event is a line on stderr. SIGTERM or Ctrl-C stops it, cancelling a run in
+//! progress (its snapshot stays incomplete and is pruned by a later run).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use backup::{BackupOptions, Config};
+use clap::Args;
+use service::{Event, Options, SystemClock};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The config file (see docs/CONFIG.md; `offsite init` writes one).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Passphrase file, for a passphrase-protected key file.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+fn describe(e: &Event) -> Option<String> {
+    Some(match e {
+        Event::Scheduled {
+            slot,
+            at,
+            night,
+            reason,
+        } => {
+            let local = at.to_zoned(jiff::tz::TimeZone::system());
+            format!(
+                "next run of {slot}: {} ({reason:?}, night of {night})",
+                local.strftime("%Y-%m-%d %H:%M %Z")
+            )
+        }
+        Event::RunStarted { slot, shares } if shares.is_empty() => {
+            format!("run started ({slot}): all shares")
+        }
+        Event::RunStarted { slot, shares } => {
+            format!("run started ({slot}): {}", shares.join(", "))
+        }
+        Event::RunFinished {
+            slot,
+            status,
+            error,
+        } => match error {
+            Some(e) => format!("run finished ({slot}): {status}: {e}"),
+            None => format!("run finished ({slot}): {status}"),
+        },
+        Event::Skipped {
+            share,
+            path,
+            reason,
+        } => format!("{share}: skipped {path}: {reason}"),
+        Event::Refused { why } => format!("refused: {why}"),
+        Event::StateError { why } => format!("schedule state: {why}"),
+        Event::Progress { .. } => return None,
+    })
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
+    let passphrase = crate::cli_backup::read_passphrase(a.passphrase_file.as_deref())?;
+    // The key is checked now (a wrong passphrase should not wait for the night), and names the jitter.
+    let key = seal::MasterKey::load(&config.key_file, passphrase.as_deref())
+        .with_context(|| format!("key file {}", config.key_file.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let (handle, task) = service::start(
+            config,
+            Options {
+                clock: Arc::new(SystemClock),
+                tz: jiff::tz::TimeZone::system(),
+                salt: key.key_id().to_vec(),
+                backup: BackupOptions {
+                    passphrase,
+                    ..BackupOptions::default()
+                },
+            },
+        );
+        let mut events = handle.subscribe();
+        let printer = tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        if let Some(line) = describe(&e) {
+                            eprintln!("offsite: {line}");
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        eprintln!("offsite: stopping");
+        let _ = handle.send(service::Command::Cancel).await;
+        drop(handle);
+        let _ = task.await;
+        printer.abort();
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,364 @@
+//! `service` (package `offsite-service`): the appliance's long-running part. One loop owns the schedule:
+//! it sleeps until the next window ([`scheduler::next_due`]), runs the backup, records the outcome in
+//! `state_dir/schedule.json`, and meanwhile answers "run now" and "cancel". Everything that happens is
+//! broadcast as an [`Event`] (the web page's progress bar and history, the log).
+//!
+//! Runs are sequential (one loop) and never overlap with an `offsite backup` started by hand either: the
+//! backup takes the state folder's lock ([`backup::lock`]); a run refused by it counts as a failure and is
+//! retried with back-off.
+//!
+//! The clock is injected ([`Clock`]) so that tests can drive nights and DST changes in virtual time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use backup::{BackupOptions, Config, Progress, RunReport, ShareStatus};
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use scheduler::{Due, Policy, Reason, States};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+/// The time source of the loop.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+    /// Completes at (or after) `t`.
+    fn sleep_until(&self, t: Timestamp) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// The wall clock. Sleeps in steps of at most a minute and looks at the clock again after each, so a
+/// suspended box or a clock stepped by NTP wakes up on time.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    fn sleep_until(&self, t: Timestamp) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                let left = t.duration_since(Timestamp::now());
+                if left <= jiff::SignedDuration::ZERO {
+                    return;
+                }
+                let step = left.min(jiff::SignedDuration::from_secs(60));
+                let step = std::time::Duration::try_from(step).unwrap_or_default();
+                tokio::time::sleep(step).await;
+            }
+        })
+    }
+}
+
+/// What the loop can be asked.
+#[derive(Debug)]
+pub enum Command {
+    /// Back up these shares now (all when empty). Not part of the schedule: tonight's run still happens.
+    RunNow { shares: Vec<String> },
+    /// Stop the run in progress. A scheduled night cancelled this way is not retried.
+    Cancel,
+}
+
+/// What the loop tells its listeners.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The next scheduled run of a slot (`*`: the shares without their own window).
+    Scheduled {
+        slot: String,
+        at: Timestamp,
+        night: Date,
+        reason: Reason,
+    },
+    /// A run started: for a slot's night, or by hand (`slot` = `now`).
+    RunStarted { slot: String, shares: Vec<String> },
+    /// Counters of the share being backed up.
+    Progress {
+        share: String,
+        counters: backup::progress::Counters,
+    },
+    /// One entry of a share could not be backed up.
+    Skipped {
+        share: String,
+        path: String,
+        reason: String,
+    },
+    /// A run ended; `status` is ok, partial, failed or cancelled.
+    RunFinished {
+        slot: String,
+        status: String,
+        error: Option<String>,
+    },
+    /// A command that could not be followed (why).
+    Refused { why: String },
+    /// The schedule's state could not be read or saved (why); the loop goes on.
+    StateError { why: String },
+}
+
+/// The caller's side of a running service.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Handle {
+    pub async fn send(&self, c: Command) -> Result<(), String> {
+        self.commands
+            .send(c)
+            .await
+            .map_err(|_| "the service has stopped".to_string())
+    }
+
+    /// Events from now on (a slow listener loses the oldest, never blocks the loop).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+/// A schedule: a window and the shares it runs.
+#[derive(Debug, Clone)]
+struct Slot {
+    name: String,
+    policy: Policy,
+    shares: Vec<String>,
+}
+
+fn slots(config: &Config) -> Vec<Slot> {
+    let mut all = Slot {
+        name: "*".into(),
+        policy: config.schedule.policy,
+        shares: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for s in &config.shares {
+        match s.schedule {
+            Some(window) => out.push(Slot {
+                name: s.name.clone(),
+                policy: Policy {
+                    window,
+                    ..config.schedule.policy
+                },
+                shares: vec![s.name.clone()],
+            }),
+            None => all.shares.push(s.name.clone()),
+        }
+    }
+    if !all.shares.is_empty() {
+        out.insert(0, all);
+    }
+    out
+}
+
+/// What the loop needs besides the config.
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    /// The box's time zone (`TimeZone::system()`).
+    pub tz: TimeZone,
+    /// Makes this box's jitter its own (the key id is a good choice).
+    pub salt: Vec<u8>,
+    /// Passed to every backup.
+    pub backup: BackupOptions,
+}
+
+/// Starts the loop on the current tokio runtime. It ends when every [`Handle`] is dropped.
+pub fn start(config: Config, opts: Options) -> (Handle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(16);
+    let (events, _) = broadcast::channel(256);
+    let handle = Handle {
+        commands: tx,
+        events: events.clone(),
+    };
+    let task = tokio::spawn(run_loop(config, opts, rx, events));
+    (handle, task)
+}
+
+struct Loop {
+    config: Config,
+    opts: Options,
+    events: broadcast::Sender<Event>,
+    states: States,
+}
+
+impl Loop {
+    fn emit(&self, e: Event) {
+        // No listener is fine.
+        let _ = self.events.send(e);
+    }
+
+    fn state_path(&self) -> std::path::PathBuf {
+        self.config.state_dir.join("schedule.json")
+    }
+
+    fn save(&self) {
+        if let Err(e) = scheduler::save_states(&self.state_path(), &self.states) {
+            self.emit(Event::StateError { why: e.to_string() });
+        }
+    }
+
+    /// Runs a backup of `shares`; a `Cancel` stops it. Returns the report, or `None` if cancelled.
+    async fn run(
+        &self,
+        slot: &str,
+        shares: &[String],
+        rx: &mut mpsc::Receiver<Command>,
+    ) -> Option<RunReport> {
+        self.emit(Event::RunStarted {
+            slot: slot.to_owned(),
+            shares: shares.to_vec(),
+        });
+        let opts = BackupOptions {
+            shares: shares.to_vec(),
+            now: Some(self.opts.clock.now()),
+            ..self.opts.backup.clone()
+        };
+        let events = self.events.clone();
+        let mut on_progress = move |p: &Progress<'_>| {
+            let e = match p {
+                Progress::Counters { share, counters } => Event::Progress {
+                    share: (*share).to_owned(),
+                    counters: *counters,
+                },
+                Progress::Skipped {
+                    share,
+                    path,
+                    reason,
+                } => Event::Skipped {
+                    share: (*share).to_owned(),
+                    path: String::from_utf8_lossy(path).into_owned(),
+                    reason: (*reason).to_owned(),
+                },
+                _ => return,
+            };
+            let _ = events.send(e);
+        };
+        let backup = backup::run_backup(&self.config, &opts, &mut on_progress);
+        tokio::pin!(backup);
+        let report = loop {
+            tokio::select! {
+                r = &mut backup => break Some(r),
+                c = rx.recv() => match c {
+                    Some(Command::Cancel) | None => break None,
+                    Some(Command::RunNow { .. }) => self.emit(Event::Refused {
+                        why: "a backup is already running".into(),
+                    }),
+                },
+            }
+        };
+        let (status, error) = match &report {
+            None => ("cancelled".to_string(), None),
+            Some(r) => (
+                match r.status() {
+                    ShareStatus::Ok => "ok",
+                    ShareStatus::Partial => "partial",
+                    ShareStatus::Failed => "failed",
+                    ShareStatus::DryRun => "dry_run",
+                }
+                .to_string(),
+                r.error
+                    .clone()
+                    .or_else(|| r.shares.iter().find_map(|s| s.error.clone())),
+            ),
+        };
+        self.emit(Event::RunFinished {
+            slot: slot.to_owned(),
+            status,
+            error,
+        });
+        report
+    }
+}
+
+async fn run_loop(
+    config: Config,
+    opts: Options,
+    mut rx: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Event>,
+) {
+    let started = opts.clock.now();
+    let mut lp = Loop {
+        config,
+        opts,
+        events,
+        states: States::new(),
+    };
+    match scheduler::load_states(&lp.state_path()) {
+        Ok(s) => lp.states = s,
+        Err(e) => lp.emit(Event::StateError {
+            why: format!("{e} (starting with an empty schedule state)"),
+        }),
+    }
+    let slots = slots(&lp.config);
+    loop {
+        let now = lp.opts.clock.now();
+        let next: Option<(usize, Due)> = if lp.config.schedule.enabled {
+            slots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let state = lp.states.get(&s.name).cloned().unwrap_or_default();
+                    let due = scheduler::next_due(
+                        now,
+                        started,
+                        &lp.opts.tz,
+                        &s.policy,
+                        &state,
+                        &lp.opts.salt,
+                    );
+                    (i, due)
+                })
+                .min_by_key(|(_, d)| d.at)
+        } else {
+            None
+        };
+        if let Some((i, due)) = &next {
+            lp.emit(Event::Scheduled {
+                slot: slots[*i].name.clone(),
+                at: due.at,
+                night: due.night,
+                reason: due.reason,
+            });
+        }
+        let sleep = async {
+            match &next {
+                Some((_, due)) => lp.opts.clock.sleep_until(due.at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let command = tokio::select! {
+            biased;
+            c = rx.recv() => match c {
+                None => return,
+                c => c,
+            },
+            _ = sleep => None,
+        };
+        match command {
+            Some(Command::RunNow { shares }) => {
+                // By hand: not part of the schedule.
+                lp.run("now", &shares, &mut rx).await;
+            }
+            Some(Command::Cancel) => lp.emit(Event::Refused {
+                why: "no backup is running".into(),
+            }),
+            None => {
+                let Some((i, due)) = next else { continue };
+                let slot = &slots[i];
+                let start = lp.opts.clock.now();
+                let report = lp.run(&slot.name, &slot.shares, &mut rx).await;
+                let end = lp.opts.clock.now();
+                let state = lp.states.entry(slot.name.clone()).or_default();
+                match report {
+                    // Partial still made complete snapshots: the night is done.
+                    Some(r) => {
+                        state.record(due.night, start, end, r.status() != ShareStatus::Failed)
+                    }
+                    None => state.skip(due.night, start, end),
+                }
+                lp.save();
+            }
+        }
+    }
+}
