@@ -523,10 +523,16 @@ mod tests {
         assert_eq!(c.shares[0].schedule.unwrap().at.to_string(), "04:00:00");
         for (bad, key) in [
             ("[schedule]\nat = \"25:00\"\n", "schedule.at"),
-            ("[schedule]\njitter_minutes = 800\n", "schedule.jitter_minutes"),
+            (
+                "[schedule]\njitter_minutes = 800\n",
+                "schedule.jitter_minutes",
+            ),
             ("[schedule]\nmax_attempts = 0\n", "schedule.max_attempts"),
             ("[schedule]\nwhen = 1\n", "when"),
-            ("[[share]]\nname = \"a\"\npath = \"/a\"\nschedule = \"4pm\"\n", "share[0].schedule"),
+            (
+                "[[share]]\nname = \"a\"\npath = \"/a\"\nschedule = \"4pm\"\n",
+                "share[0].schedule",
+            ),
         ] {
             let e = parse(&format!("{BASE}{bad}")).unwrap_err().to_string();
             assert!(e.contains(key), "{bad}: {e}");
