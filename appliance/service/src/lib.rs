@@ -9,9 +9,10 @@
 //!
 //! The clock is injected ([`Clock`]) so that tests can drive nights and DST changes in virtual time.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use backup::{BackupOptions, Config, Progress, RunReport, ShareStatus};
 use jiff::Timestamp;
@@ -59,6 +60,8 @@ pub enum Command {
     RunNow { shares: Vec<String> },
     /// Stop the run in progress. A scheduled night cancelled this way is not retried.
     Cancel,
+    /// Cancel the run in progress (if any) and end the loop.
+    Shutdown,
 }
 
 /// What the loop tells its listeners.
@@ -102,6 +105,7 @@ pub enum Event {
 pub struct Handle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
+    next: Arc<Mutex<BTreeMap<String, Event>>>,
 }
 
 impl Handle {
@@ -116,6 +120,15 @@ impl Handle {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
+
+    /// The latest `Scheduled` event of each slot.
+    pub fn next_runs(&self) -> Vec<Event> {
+        lock(&self.next).values().cloned().collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A schedule: a window and the shares it runs.
@@ -163,16 +176,31 @@ pub struct Options {
     pub backup: BackupOptions,
 }
 
-/// Starts the loop on the current tokio runtime. It ends when every [`Handle`] is dropped.
-pub fn start(config: Config, opts: Options) -> (Handle, tokio::task::JoinHandle<()>) {
+/// A started loop.
+pub struct Started {
+    pub handle: Handle,
+    pub task: tokio::task::JoinHandle<()>,
+    /// Every event from the very first (subscribing later may miss the first schedule).
+    pub events: broadcast::Receiver<Event>,
+}
+
+/// Starts the loop on the current tokio runtime. It ends on [`Command::Shutdown`], or when every
+/// [`Handle`] is dropped.
+pub fn start(config: Config, opts: Options) -> Started {
     let (tx, rx) = mpsc::channel(16);
-    let (events, _) = broadcast::channel(256);
+    let (events, first) = broadcast::channel(256);
+    let next = Arc::new(Mutex::new(BTreeMap::new()));
     let handle = Handle {
         commands: tx,
         events: events.clone(),
+        next: next.clone(),
     };
-    let task = tokio::spawn(run_loop(config, opts, rx, events));
-    (handle, task)
+    let task = tokio::spawn(run_loop(config, opts, rx, events, next));
+    Started {
+        handle,
+        task,
+        events: first,
+    }
 }
 
 struct Loop {
@@ -180,10 +208,17 @@ struct Loop {
     opts: Options,
     events: broadcast::Sender<Event>,
     states: States,
+    /// A `Shutdown` arrived during a run.
+    stopping: bool,
+    /// The latest `Scheduled` event per slot (for listeners that join later).
+    next: Arc<Mutex<BTreeMap<String, Event>>>,
 }
 
 impl Loop {
     fn emit(&self, e: Event) {
+        if let Event::Scheduled { slot, .. } = &e {
+            lock(&self.next).insert(slot.clone(), e.clone());
+        }
         // No listener is fine.
         let _ = self.events.send(e);
     }
@@ -200,7 +235,7 @@ impl Loop {
 
     /// Runs a backup of `shares`; a `Cancel` stops it. Returns the report, or `None` if cancelled.
     async fn run(
-        &self,
+        &mut self,
         slot: &str,
         shares: &[String],
         rx: &mut mpsc::Receiver<Command>,
@@ -240,7 +275,11 @@ impl Loop {
             tokio::select! {
                 r = &mut backup => break Some(r),
                 c = rx.recv() => match c {
-                    Some(Command::Cancel) | None => break None,
+                    Some(Command::Cancel) => break None,
+                    Some(Command::Shutdown) | None => {
+                        self.stopping = true;
+                        break None;
+                    }
                     Some(Command::RunNow { .. }) => self.emit(Event::Refused {
                         why: "a backup is already running".into(),
                     }),
@@ -276,6 +315,7 @@ async fn run_loop(
     opts: Options,
     mut rx: mpsc::Receiver<Command>,
     events: broadcast::Sender<Event>,
+    next: Arc<Mutex<BTreeMap<String, Event>>>,
 ) {
     let started = opts.clock.now();
     let mut lp = Loop {
@@ -283,6 +323,8 @@ async fn run_loop(
         opts,
         events,
         states: States::new(),
+        stopping: false,
+        next,
     };
     match scheduler::load_states(&lp.state_path()) {
         Ok(s) => lp.states = s,
@@ -339,10 +381,14 @@ async fn run_loop(
             Some(Command::RunNow { shares }) => {
                 // By hand: not part of the schedule.
                 lp.run("now", &shares, &mut rx).await;
+                if lp.stopping {
+                    return;
+                }
             }
             Some(Command::Cancel) => lp.emit(Event::Refused {
                 why: "no backup is running".into(),
             }),
+            Some(Command::Shutdown) => return,
             None => {
                 let Some((i, due)) = next else { continue };
                 let slot = &slots[i];
@@ -358,6 +404,9 @@ async fn run_loop(
                     None => state.skip(due.night, start, end),
                 }
                 lp.save();
+                if lp.stopping {
+                    return;
+                }
             }
         }
     }

@@ -87,7 +87,11 @@ impl Box_ {
         tokio::task::JoinHandle<()>,
         broadcast::Receiver<Event>,
     ) {
-        let (h, task) = service::start(
+        let service::Started {
+            handle,
+            task,
+            events,
+        } = service::start(
             self.config(),
             Options {
                 clock,
@@ -96,8 +100,7 @@ impl Box_ {
                 backup: backup::BackupOptions::default(),
             },
         );
-        let rx = h.subscribe();
-        (h, task, rx)
+        (handle, task, events)
     }
 
     /// Snapshot folders with (name, complete).
