@@ -104,6 +104,21 @@ pub struct ShareConfig {
     pub schedule: Option<scheduler::Window>,
 }
 
+/// Where `offsite serve` puts its admin page (`[web]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    pub enabled: bool,
+    /// `lan:PORT` (this box's LAN address, the default `lan:8443`) or an address and port.
+    pub listen: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+}
+
 /// When the service runs the nightly backup (`[schedule]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleConfig {
@@ -132,6 +147,7 @@ pub struct Config {
     pub target: TargetConfig,
     pub shares: Vec<ShareConfig>,
     pub schedule: ScheduleConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +158,8 @@ struct RawConfig {
     target: Spanned<RawTarget>,
     #[serde(default)]
     schedule: RawSchedule,
+    #[serde(default)]
+    web: RawWeb,
     #[serde(default)]
     share: Vec<Spanned<RawShare>>,
 }
@@ -383,6 +401,31 @@ impl Config {
             policy,
         };
 
+        let listen = match &raw.web.listen {
+            Some(l) => {
+                let v = l.get_ref();
+                let ok = match v.strip_prefix("lan:") {
+                    Some(port) => port.parse::<u16>().is_ok(),
+                    None => v.parse::<std::net::SocketAddr>().is_ok(),
+                };
+                if !ok {
+                    return Err(err(
+                        Some(l.span()),
+                        Some("web.listen".into()),
+                        format!(
+                            "{v:?}: expected lan:PORT or ADDRESS:PORT (e.g. 192.168.1.10:8443)"
+                        ),
+                    ));
+                }
+                v.clone()
+            }
+            None => "lan:8443".into(),
+        };
+        let web = WebConfig {
+            enabled: raw.web.enabled.unwrap_or(true),
+            listen,
+        };
+
         let mut names = HashSet::new();
         let mut shares = Vec::with_capacity(raw.share.len());
         for (i, s) in raw.share.into_iter().enumerate() {
@@ -462,6 +505,7 @@ impl Config {
             target,
             shares,
             schedule,
+            web,
         })
     }
 
@@ -529,6 +573,7 @@ mod tests {
             ),
             ("[schedule]\nmax_attempts = 0\n", "schedule.max_attempts"),
             ("[schedule]\nwhen = 1\n", "when"),
+            ("[web]\nlisten = \"everywhere\"\n", "web.listen"),
             (
                 "[[share]]\nname = \"a\"\npath = \"/a\"\nschedule = \"4pm\"\n",
                 "share[0].schedule",

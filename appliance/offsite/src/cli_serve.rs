@@ -1,7 +1,8 @@
-//! `offsite serve`: the appliance's long-running process. For now it runs the nightly scheduler (the web
-//! admin page joins it); every event is a line on stderr. SIGTERM or Ctrl-C stops it, cancelling a run in
-//! progress (its snapshot stays incomplete and is pruned by a later run).
+//! `offsite serve`: the appliance's long-running process: the nightly scheduler and the admin page
+//! (`[web]` in the config). Every event is a line on stderr. SIGTERM or Ctrl-C stops it, cancelling a run
+//! in progress (its snapshot stays incomplete and is pruned by a later run).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -59,12 +60,26 @@ fn describe(e: &Event) -> Option<String> {
     })
 }
 
+/// `lan:PORT` → this box's LAN address (loopback if it has none), else the address as written.
+fn listen_address(listen: &str) -> Result<SocketAddr> {
+    match listen.strip_prefix("lan:") {
+        Some(port) => {
+            let port: u16 = port.parse().context("web.listen: port")?;
+            let ip = web::lan_address().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            Ok(SocketAddr::new(ip, port))
+        }
+        None => listen.parse().context("web.listen"),
+    }
+}
+
 pub fn serve(a: ServeArgs) -> Result<()> {
     let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
     let passphrase = crate::cli_backup::read_passphrase(a.passphrase_file.as_deref())?;
     // The key is checked now (a wrong passphrase should not wait for the night), and names the jitter.
     let key = seal::MasterKey::load(&config.key_file, passphrase.as_deref())
         .with_context(|| format!("key file {}", config.key_file.display()))?;
+    let config_web = config.web.clone();
+    let state_dir = config.state_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
@@ -72,7 +87,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let (handle, task) = service::start(
+        let service::Started {
+            handle,
+            task,
+            mut events,
+        } = service::start(
             config,
             Options {
                 clock: Arc::new(SystemClock),
@@ -84,7 +103,27 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 },
             },
         );
-        let mut events = handle.subscribe();
+        if config_web.enabled {
+            let listen = listen_address(&config_web.listen)?;
+            let page = web::start(
+                web::WebOptions {
+                    listen,
+                    state_dir: state_dir.clone(),
+                    names: Vec::new(),
+                },
+                handle.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            eprintln!("offsite: admin page: https://{}/", page.addr);
+            eprintln!(
+                "offsite: its certificate's SHA-256 fingerprint (compare it in the browser's warning): {}",
+                page.fingerprint
+            );
+            if let Some(code) = &page.setup_code {
+                eprintln!("offsite: first start: open the page and set the admin password with the setup code {code}");
+            }
+        }
         let printer = tokio::spawn(async move {
             loop {
                 match events.recv().await {
@@ -105,7 +144,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             _ = tokio::signal::ctrl_c() => {}
         }
         eprintln!("offsite: stopping");
-        let _ = handle.send(service::Command::Cancel).await;
+        let _ = handle.send(service::Command::Shutdown).await;
         drop(handle);
         let _ = task.await;
         printer.abort();

@@ -1,0 +1,396 @@
+//! The routes: the page's static assets, and a JSON API behind the admin session.
+//!
+//! | route | session | CSRF | what |
+//! |---|---|---|---|
+//! | `GET /`, `/app.js`, `/style.css` | no | no | the page (embedded from `web-ui/`) |
+//! | `GET /api/session` | no | no | `{setup_needed, logged_in, csrf}` |
+//! | `POST /api/setup` | no | no | first password, with the console's setup code; logs in |
+//! | `POST /api/login` | no | no | password → session cookie + CSRF token (slowed after failures) |
+//! | `POST /api/logout` | yes | yes | ends the session |
+//! | `GET /api/status` | yes | no | running run and its counters, next runs, last result |
+//! | `GET /api/events` | yes | no | the service's events as server-sent events |
+//! | `GET /api/history` | yes | no | the last run reports |
+//! | `POST /api/run` | yes | yes | run now (`{shares}`) |
+//! | `POST /api/cancel` | yes | yes | cancel the run in progress |
+//!
+//! Every response carries a strict Content-Security-Policy (same origin only, no inline script), no framing
+//! and no caching of API answers.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::sse::{self, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use service::Event;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::auth::{Auth, LoginError};
+
+const COOKIE: &str = "offsite_session";
+
+/// The client's address (for the login brake).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+/// What the page shows at a glance, kept up to date from the service's events.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// The run in progress: its slot, shares, and the latest counters per share.
+    pub running: Option<Running>,
+    /// Next scheduled run per slot.
+    pub next: BTreeMap<String, Event>,
+    /// The last run that ended.
+    pub last: Option<Event>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Running {
+    pub slot: String,
+    pub shares: Vec<String>,
+    pub progress: BTreeMap<String, backup::progress::Counters>,
+}
+
+impl Status {
+    /// Folds one event in.
+    pub fn apply(&mut self, e: &Event) {
+        match e {
+            Event::Scheduled { slot, .. } => {
+                self.next.insert(slot.clone(), e.clone());
+            }
+            Event::RunStarted { slot, shares } => {
+                self.running = Some(Running {
+                    slot: slot.clone(),
+                    shares: shares.clone(),
+                    progress: BTreeMap::new(),
+                });
+            }
+            Event::Progress { share, counters } => {
+                if let Some(r) = &mut self.running {
+                    r.progress.insert(share.clone(), *counters);
+                }
+            }
+            Event::RunFinished { .. } => {
+                self.running = None;
+                self.last = Some(e.clone());
+            }
+            Event::Skipped { .. } | Event::Refused { .. } | Event::StateError { .. } => {}
+        }
+    }
+}
+
+/// Everything the routes use.
+pub struct App {
+    pub auth: Auth,
+    pub service: service::Handle,
+    pub state_dir: PathBuf,
+    pub status: Mutex<Status>,
+}
+
+type Shared = Arc<App>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn error(code: StatusCode, message: &str) -> Response {
+    (code, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// Why a request was turned away.
+enum Denied {
+    NoSession,
+    BadCsrf,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::NoSession => error(StatusCode::UNAUTHORIZED, "log in first"),
+            Denied::BadCsrf => error(StatusCode::FORBIDDEN, "missing or wrong CSRF token"),
+        }
+    }
+}
+
+/// The session's CSRF token, or 401.
+fn session(app: &App, headers: &HeaderMap) -> Result<String, Denied> {
+    cookie_token(headers)
+        .and_then(|t| app.auth.session(t))
+        .ok_or(Denied::NoSession)
+}
+
+/// A live session and its CSRF token in `X-CSRF-Token`, or 401/403.
+fn session_and_csrf(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
+    let csrf = session(app, headers)?;
+    let sent = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if constant_time_eq::constant_time_eq(sent.as_bytes(), csrf.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Denied::BadCsrf)
+    }
+}
+
+fn with_cookie(token: &str, max_age: u64, body: Response) -> Response {
+    let mut r = body;
+    let c =
+        format!("{COOKIE}={token}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Strict");
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn get_session(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let csrf = session(&app, &headers).ok();
+    Json(serde_json::json!({
+        "setup_needed": app.auth.needs_setup(),
+        "logged_in": csrf.is_some(),
+        "csrf": csrf,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct SetupBody {
+    code: String,
+    password: String,
+}
+
+async fn post_setup(State(app): State<Shared>, Json(b): Json<SetupBody>) -> Response {
+    if let Err(e) = app.auth.set_first_password(&b.code, &b.password) {
+        tracing::warn!("web: first-run setup refused: {e}");
+        return error(StatusCode::FORBIDDEN, &e);
+    }
+    tracing::info!("web: the admin password was set");
+    match app.auth.open_session() {
+        Ok((token, csrf)) => with_cookie(
+            &token,
+            12 * 3600,
+            Json(serde_json::json!({ "csrf": csrf })).into_response(),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    password: String,
+}
+
+async fn post_login(
+    State(app): State<Shared>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Json(b): Json<LoginBody>,
+) -> Response {
+    match app.auth.login(ip, &b.password) {
+        Ok((token, csrf)) => {
+            tracing::info!("web: admin logged in from {ip}");
+            with_cookie(
+                &token,
+                12 * 3600,
+                Json(serde_json::json!({ "csrf": csrf })).into_response(),
+            )
+        }
+        Err(LoginError::TooSoon(wait)) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins: wait and try again",
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        Err(LoginError::Wrong) => {
+            tracing::warn!("web: failed login from {ip}");
+            error(StatusCode::UNAUTHORIZED, "wrong password")
+        }
+        Err(LoginError::NotSetUp) => error(
+            StatusCode::CONFLICT,
+            "no admin password yet: use the first-run setup",
+        ),
+    }
+}
+
+async fn post_logout(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = session_and_csrf(&app, &headers) {
+        return r.into_response();
+    }
+    if let Some(t) = cookie_token(&headers) {
+        app.auth.logout(t);
+    }
+    with_cookie("", 0, StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_status(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = session(&app, &headers) {
+        return r.into_response();
+    }
+    let s = lock(&app.status).clone();
+    Json(s).into_response()
+}
+
+async fn get_events(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = session(&app, &headers) {
+        return r.into_response();
+    }
+    let stream = BroadcastStream::new(app.service.subscribe()).filter_map(|e| {
+        let e = e.ok()?;
+        let data = serde_json::to_string(&e).ok()?;
+        Some(Ok::<_, Infallible>(sse::Event::default().data(data)))
+    });
+    Sse::new(stream)
+        .keep_alive(sse::KeepAlive::default())
+        .into_response()
+}
+
+/// The newest run reports (at most 50), newest first.
+async fn get_history(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = session(&app, &headers) {
+        return r.into_response();
+    }
+    let dir = app.state_dir.join("reports");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.reverse();
+    let reports: Vec<serde_json::Value> = names
+        .iter()
+        .take(50)
+        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect();
+    Json(reports).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct RunBody {
+    #[serde(default)]
+    shares: Vec<String>,
+}
+
+async fn post_run(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Option<Json<RunBody>>,
+) -> Response {
+    if let Err(r) = session_and_csrf(&app, &headers) {
+        return r.into_response();
+    }
+    let shares = body.map(|b| b.0.shares).unwrap_or_default();
+    match app.service.send(service::Command::RunNow { shares }).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+async fn post_cancel(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = session_and_csrf(&app, &headers) {
+        return r.into_response();
+    }
+    match app.service.send(service::Command::Cancel).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn index() -> Response {
+    asset(
+        "text/html; charset=utf-8",
+        include_str!("../../../web-ui/index.html"),
+    )
+}
+
+async fn app_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web-ui/app.js"),
+    )
+}
+
+async fn style_css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../../web-ui/style.css"),
+    )
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    if api {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+/// The whole API.
+pub fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/style.css", get(style_css))
+        .route("/api/session", get(get_session))
+        .route("/api/setup", post(post_setup))
+        .route("/api/login", post(post_login))
+        .route("/api/logout", post(post_logout))
+        .route("/api/status", get(get_status))
+        .route("/api/events", get(get_events))
+        .route("/api/history", get(get_history))
+        .route("/api/run", post(post_run))
+        .route("/api/cancel", post(post_cancel))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(app)
+}
