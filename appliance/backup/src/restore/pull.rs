@@ -504,19 +504,30 @@ pub fn normalize_paths(paths: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, Error> {
     }
     out.sort();
     out.dedup();
-    Ok(out)
+    // A path inside another asked folder adds nothing (and would never be matched on its own).
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(out.len());
+    for q in out {
+        if !kept
+            .iter()
+            .any(|p| selects(std::slice::from_ref(p), &q).is_some())
+        {
+            kept.push(q);
+        }
+    }
+    Ok(kept)
 }
 
-/// A salt for choosing a verify sample: unpredictable from outside, different each run.
+/// A salt for choosing a verify sample: random, so the target cannot tell which files will be read.
 fn salt() -> [u8; 32] {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut h = blake3::Hasher::new();
-    h.update(&now.as_nanos().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    h.update(&(&h as *const _ as usize).to_le_bytes());
-    *h.finalize().as_bytes()
+    let mut s = [0u8; 32];
+    if getrandom::fill(&mut s).is_err() {
+        // No system randomness: still different each run.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        s = *blake3::hash(&now.as_nanos().to_le_bytes()).as_bytes();
+    }
+    s
 }
 
 fn selects(paths: &[Vec<u8>], rel: &[u8]) -> Option<usize> {
@@ -695,4 +706,21 @@ pub async fn run_snapshot(
     }
     let report = lock(&log).report.clone();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_paths_are_normalized_and_nested_ones_dropped() {
+        let p = |v: &[&str]| -> Vec<Vec<u8>> { v.iter().map(|s| s.as_bytes().to_vec()).collect() };
+        assert_eq!(
+            normalize_paths(&p(&["/a/", "./b", "a/c", "ab"])).unwrap(),
+            p(&["a", "ab", "b"])
+        );
+        assert_eq!(normalize_paths(&p(&["x", "."])).unwrap(), p(&[]));
+        assert!(normalize_paths(&p(&["../etc"])).is_err());
+        assert!(normalize_paths(&p(&["a//b"])).is_err());
+    }
 }
