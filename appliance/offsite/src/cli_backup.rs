@@ -167,6 +167,18 @@ fn counters_line(c: &Counters, secs: f64) -> String {
     )
 }
 
+/// The async runtime of every command that talks to a target: two workers (the boxes have two to four
+/// cores), and at most four reading and sealing threads, each keeping its buffers for the next file
+/// (about 0.5 MiB).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 /// The passphrase in `file` (trailing newline and spaces removed), if a file is given.
 pub(crate) fn read_passphrase(file: Option<&Path>) -> Result<Option<Vec<u8>>> {
     let Some(f) = file else {
@@ -190,13 +202,7 @@ pub fn backup(a: BackupArgs) -> Result<ExitCode> {
         batch_entries: a.batch_entries.max(1),
         ..BackupOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        // Reading and sealing threads: each keeps its buffers for the next file (about 0.5 MiB).
-        .max_blocking_threads(4)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime()?;
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut on_progress = |p: &Progress<'_>| {

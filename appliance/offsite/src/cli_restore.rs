@@ -22,7 +22,7 @@ use clap::Args;
 use remote::Remote;
 use seal::{Keys, MasterKey};
 
-use crate::cli_backup::{human, read_passphrase};
+use crate::cli_backup::{human, read_passphrase, runtime};
 
 /// Exit status: the target's data is not what the snapshot recorded.
 const EXIT_INTEGRITY: u8 = 3;
@@ -156,14 +156,6 @@ fn load_keys(key_file: &Path, passphrase_file: Option<&Path>) -> Result<Keys> {
     let key = MasterKey::load(key_file, passphrase.as_deref())
         .with_context(|| format!("key file {}", key_file.display()))?;
     Ok(key.derive_keys())
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
 
 async fn connect(config: &Config) -> Result<Remote> {

@@ -80,12 +80,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .with_context(|| format!("key file {}", config.key_file.display()))?;
     let config_web = config.web.clone();
     let state_dir = config.state_dir.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(4)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::cli_backup::runtime()?;
     runtime.block_on(async {
         let service::Started {
             handle,
