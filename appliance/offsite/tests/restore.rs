@@ -150,8 +150,18 @@ fn restore_over_ssh_any_path_any_snapshot_folder_or_tar() {
     ok(&restore(&s, &[os("--to"), to("all").as_os_str()]));
     assert_eq!(tree_with_meta(&to("all")), second);
 
+    // A folder too big for one session whose subfolders travel in the same session as its own entries.
+    for i in 0..6 {
+        fs::write(s.share.join(format!("deep/f{i}")), format!("file {i}")).unwrap();
+        fs::create_dir_all(s.share.join(format!("deep/sub{i}"))).unwrap();
+        fs::write(s.share.join(format!("deep/sub{i}/x")), b"x").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    s.backup_ok();
+    let second = tree_with_meta(&s.share);
+
     // Everything again, one tiny rsync session after another (split folders, subtrees, single files).
-    for batch in ["1", "2", "5"] {
+    for batch in ["1", "2", "5", "9", "16"] {
         let dir = to(&format!("batched-{batch}"));
         ok(&restore(
             &s,

@@ -24,6 +24,8 @@ pub struct Manifest {
     pub header: ManifestHeader,
     /// Size of the sealed manifest on the target.
     pub sealed_len: u64,
+    /// Bytes received to fetch it (0 when read from a local copy).
+    pub pulled_bytes: u64,
 }
 
 impl Manifest {
@@ -69,6 +71,7 @@ impl Manifest {
             snapshot: snapshot.to_owned(),
             header,
             sealed_len,
+            pulled_bytes: 0,
         })
     }
 
@@ -158,7 +161,7 @@ pub async fn fetch_manifest(
         FilterRule::Include(format!("/{MANIFEST_NAME}").into_bytes()),
         FilterRule::Exclude(b"*".to_vec()),
     ];
-    pull_into(remote, t, &dir, rules, &mut sink, &mut |_| {})
+    let stats = pull_into(remote, t, &dir, rules, &mut sink, &mut |_| {})
         .await?
         .map_err(|e| {
             Error::new(
@@ -179,7 +182,9 @@ pub async fn fetch_manifest(
     sealed
         .rewind()
         .map_err(|e| Error::new("rewinding the manifest", e))?;
-    Manifest::open(keys, share, &id, BufReader::new(sealed), tmp_dir)
+    let mut m = Manifest::open(keys, share, &id, BufReader::new(sealed), tmp_dir)?;
+    m.pulled_bytes = stats.bytes_received;
+    Ok(m)
 }
 
 /// One streaming pull of `path` on the target with `rules`. The outer error is starting the session; the

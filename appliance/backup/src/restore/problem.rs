@@ -112,7 +112,7 @@ pub struct CheckReport {
     pub symlinks: u64,
     /// Files whose content was not checked (verify with a sample below 100 %); their sizes were.
     pub files_not_sampled: u64,
-    /// Bytes received over the protocol (remote restore and verify).
+    /// Bytes received over the protocol, the manifest included (remote restore and verify).
     pub bytes_pulled: u64,
     /// Problems found (counted, all of them).
     pub problem_count: u64,

@@ -300,11 +300,15 @@ impl PullSink for Sink {
         let mut wanted = vec![false; list.len()];
         let mut found: Vec<(Vec<u8>, Problem)> = Vec::new();
         for (i, le) in list.iter().enumerate() {
-            if le.name == b"." || self.internal(&le.name) || self.elsewhere.contains(&le.name) {
+            if le.name == b"." || self.internal(&le.name) {
                 continue;
             }
+            // An expected entry first: a folder can be both this batch's job and, as the way down to
+            // another item or as a subfolder of a split folder, listed for another reason.
             let Some(job) = self.jobs.get_mut(&le.name) else {
-                found.push((le.name.clone(), Problem::Extra));
+                if !self.elsewhere.contains(&le.name) {
+                    found.push((le.name.clone(), Problem::Extra));
+                }
                 continue;
             };
             job.seen = true;
@@ -562,6 +566,7 @@ pub async fn run_snapshot(
         report: CheckReport {
             share: share.to_owned(),
             snapshot: snap.to_string(),
+            bytes_pulled: manifest.pulled_bytes,
             ..CheckReport::default()
         },
         events,
