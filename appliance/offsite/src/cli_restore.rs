@@ -201,7 +201,6 @@ fn time_text(secs: i64) -> String {
 pub fn snapshots(a: SnapshotsArgs) -> Result<()> {
     let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
     let keys = load_keys(&config.key_file, a.key.passphrase_file.as_deref())?;
-    let tmp = config.state_dir.join("tmp");
     let mut cache = SummaryCache::load(&config.state_dir);
     let rt = runtime()?;
     let mut rows = Vec::new();
@@ -222,7 +221,7 @@ pub fn snapshots(a: SnapshotsArgs) -> Result<()> {
                             &keys,
                             &share,
                             id,
-                            &tmp,
+                            &config.state_dir,
                         )
                         .await
                         .map_err(lib_err)?;
@@ -305,7 +304,6 @@ fn path_bytes(p: &Path) -> Vec<u8> {
 pub fn ls(a: LsArgs) -> Result<()> {
     let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
     let keys = load_keys(&config.key_file, a.key.passphrase_file.as_deref())?;
-    let tmp = config.state_dir.join("tmp");
     let dir = pull::normalize_paths(&[a.path.as_deref().map(path_bytes).unwrap_or_default()])
         .map_err(lib_err)?
         .pop()
@@ -318,9 +316,16 @@ pub fn ls(a: LsArgs) -> Result<()> {
             .map_err(lib_err)?;
         let snap =
             catalog::choose_snapshot(&on, &a.share, a.snapshot.as_deref()).map_err(lib_err)?;
-        let mut m = catalog::fetch_manifest(&remote, &config.target, &keys, &a.share, &snap, &tmp)
-            .await
-            .map_err(lib_err)?;
+        let mut m = catalog::fetch_manifest(
+            &remote,
+            &config.target,
+            &keys,
+            &a.share,
+            &snap,
+            &config.state_dir,
+        )
+        .await
+        .map_err(lib_err)?;
         let _ = remote.close().await;
         let entries = m.list_dir(&dir).map_err(lib_err)?;
         anyhow::Ok((snap, entries))
@@ -431,7 +436,6 @@ fn summary_line(verb: &str, r: &CheckReport) -> String {
 pub fn restore(a: RestoreArgs) -> Result<ExitCode> {
     let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
     let keys = load_keys(&config.key_file, a.key.passphrase_file.as_deref())?;
-    let tmp = config.state_dir.join("tmp");
     let paths: Vec<Vec<u8>> = a.path.iter().map(|p| path_bytes(p)).collect();
     let paths = pull::normalize_paths(&paths).map_err(lib_err)?;
     let to_stdout = a.tar.as_deref() == Some(Path::new("-"));
@@ -472,7 +476,7 @@ pub fn restore(a: RestoreArgs) -> Result<ExitCode> {
             &remote,
             &config.target,
             &keys,
-            &tmp,
+            &config.state_dir,
             &a.share,
             &snap,
             &paths,
@@ -500,7 +504,6 @@ pub fn restore(a: RestoreArgs) -> Result<ExitCode> {
 pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
     let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
     let keys = load_keys(&config.key_file, a.key.passphrase_file.as_deref())?;
-    let tmp = config.state_dir.join("tmp");
     if !(0.0..=100.0).contains(&a.sample) {
         bail!("--sample {}: a percentage from 0 to 100", a.sample);
     }
@@ -542,7 +545,7 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
                     &remote,
                     &config.target,
                     &keys,
-                    &tmp,
+                    &config.state_dir,
                     &share,
                     &id,
                     &[],

@@ -539,3 +539,48 @@ fn plain_share_restores_and_detects_changes() {
             .collect()
     );
 }
+
+#[test]
+fn the_next_snapshots_manifest_comes_as_a_delta() {
+    let s = Setup::new();
+    for d in 0..30 {
+        for f in 0..100 {
+            let p = s.share.join(format!("d{d:02}/file-{f:03}.txt"));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, format!("file {d} {f}")).unwrap();
+        }
+    }
+    s.local_config("");
+    s.backup_ok();
+    let work = tempfile::tempdir().unwrap();
+    let pulled = |to: &str| -> u64 {
+        let out = restore(
+            &s,
+            &[
+                os("--path"),
+                os("d07/file-042.txt"),
+                os("--json"),
+                os("--to"),
+                work.path().join(to).as_os_str(),
+            ],
+        );
+        json_of(&ok(&out))["bytes_pulled"].as_u64().unwrap()
+    };
+    let first = pulled("a");
+    std::thread::sleep(Duration::from_millis(1100));
+    fs::write(s.share.join("d29/file-099.txt"), b"changed").unwrap();
+    s.backup_ok();
+    let second = pulled("b");
+    eprintln!("one-file restore, bytes pulled: first {first}, after one change {second}");
+    // The first fetch carries the whole list of 3,030 entries; the next one only what changed.
+    assert!(first > 60_000, "{first}");
+    assert!(second * 4 < first, "first {first}, second {second}");
+    assert_eq!(
+        fs::read(work.path().join("b/d07/file-042.txt")).unwrap(),
+        b"file 7 42"
+    );
+}
+
+fn json_of(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}

@@ -550,7 +550,7 @@ pub async fn run_snapshot(
     remote: &Remote,
     t: &TargetConfig,
     keys: &Keys,
-    tmp_dir: &Path,
+    state_dir: &Path,
     share: &str,
     snap: &SnapshotId,
     paths: &[Vec<u8>],
@@ -559,7 +559,8 @@ pub async fn run_snapshot(
     events: EventFn,
 ) -> Result<CheckReport, Error> {
     let mut manifest: Manifest =
-        catalog::fetch_manifest(remote, t, keys, share, snap, tmp_dir).await?;
+        catalog::fetch_manifest(remote, t, keys, share, snap, state_dir).await?;
+    let tmp_dir = &state_dir.join("tmp");
     let sealed = manifest.header.encrypt;
     let sealed_names = manifest.header.encrypt_names;
     let log: SharedLog = Arc::new(Mutex::new(Log {
