@@ -23,25 +23,6 @@ work=$(mktemp -d "${BENCH_DIR:-/tmp}/offsite-bench.XXXXXX")
 source tests/bench/sshd.sh
 "$bin" keygen --key "$work/master.key" 2>/dev/null
 
-config() { # share-name share-path target-dir -> config file path
-  mkdir -p "$3"
-  cat > "$work/$1.toml" <<CFG
-state_dir = "$work/state-$1"
-key_file = "$work/master.key"
-[target]
-host = "127.0.0.1"
-port = $port
-user = "$user"
-identity_file = "$work/clientkey"
-known_hosts = "$work/known_hosts"
-path = "$3"
-[[share]]
-name = "$1"
-path = "$2"
-retention = { last = 100 }
-CFG
-  echo "$work/$1.toml"
-}
 
 lo() { cat /sys/class/net/lo/statistics/tx_bytes; }
 measure() { # command... -> "wall cpu maxrss_kib wire_bytes"
