@@ -110,13 +110,62 @@ pub struct WebConfig {
     pub enabled: bool,
     /// `lan:PORT` (this box's LAN address, the default `lan:8443`) or an address and port.
     pub listen: String,
+    /// The folders the page may show in its path picker and restore into: shares are chosen below them
+    /// (default [`DEFAULT_DATA_VOLUMES`]).
+    pub data_volumes: Vec<PathBuf>,
 }
+
+/// Where a NAS keeps its data when `[web] data_volumes` does not say.
+pub const DEFAULT_DATA_VOLUMES: &[&str] = &["/srv", "/mnt", "/media", "/home"];
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawWeb {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
+    data_volumes: Option<Vec<Spanned<String>>>,
+}
+
+/// Who hears about runs (`[notify]`): a webhook and/or mail, on failure and optionally on success.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Also tell about runs that succeeded (failures, partial and refused runs are always told).
+    #[serde(default)]
+    pub on_success: bool,
+    /// A URL that gets a JSON POST per run (ntfy, Gotify, Slack-style incoming webhooks).
+    pub webhook: Option<String>,
+    /// Mail over SMTP with TLS.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `[notify.smtp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 465 with `tls = "implicit"`, 587 with `"starttls"`.
+    pub port: Option<u16>,
+    /// `implicit` (default, TLS from the first byte) or `starttls`; plain SMTP is not offered.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// Login, when the server wants one (with `password_file`).
+    pub user: Option<String>,
+    /// A file holding the SMTP password (relative to the config's folder); kept out of the config so an
+    /// exported config or a screenshot of it carries no secret.
+    pub password_file: Option<PathBuf>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// Trust this PEM certificate (a self-signed mail server) in addition to the built-in roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    #[default]
+    Implicit,
+    Starttls,
 }
 
 /// When the service runs the nightly backup (`[schedule]`).
@@ -148,6 +197,7 @@ pub struct Config {
     pub shares: Vec<ShareConfig>,
     pub schedule: ScheduleConfig,
     pub web: WebConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +210,8 @@ struct RawConfig {
     schedule: RawSchedule,
     #[serde(default)]
     web: RawWeb,
+    #[serde(default)]
+    notify: Option<Spanned<NotifyConfig>>,
     #[serde(default)]
     share: Vec<Spanned<RawShare>>,
 }
@@ -421,9 +473,54 @@ impl Config {
             }
             None => "lan:8443".into(),
         };
+        let data_volumes = match &raw.web.data_volumes {
+            Some(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, p)| resolve(p, &format!("web.data_volumes[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => DEFAULT_DATA_VOLUMES.iter().map(PathBuf::from).collect(),
+        };
         let web = WebConfig {
             enabled: raw.web.enabled.unwrap_or(true),
             listen,
+            data_volumes,
+        };
+
+        let notify = match raw.notify {
+            None => NotifyConfig::default(),
+            Some(n) => {
+                let span = n.span();
+                let mut n = n.into_inner();
+                if let Some(url) = &n.webhook
+                    && !(url.starts_with("https://") || url.starts_with("http://"))
+                {
+                    return Err(err(
+                        Some(span),
+                        Some("notify.webhook".into()),
+                        format!("{url:?}: expected an https:// (or http://) URL"),
+                    ));
+                }
+                if let Some(m) = &mut n.smtp {
+                    if m.host.is_empty() || m.from.is_empty() || m.to.is_empty() {
+                        return Err(err(
+                            Some(span),
+                            Some("notify.smtp".into()),
+                            "needs host, from and at least one address in to".into(),
+                        ));
+                    }
+                    if m.password_file.is_some() != m.user.is_some() {
+                        return Err(err(
+                            Some(span),
+                            Some("notify.smtp.password_file".into()),
+                            "user and password_file go together".into(),
+                        ));
+                    }
+                    m.password_file = m.password_file.as_ref().map(|p| base.join(p));
+                    m.ca_file = m.ca_file.as_ref().map(|p| base.join(p));
+                }
+                n
+            }
         };
 
         let mut names = HashSet::new();
@@ -506,6 +603,7 @@ impl Config {
             shares,
             schedule,
             web,
+            notify,
         })
     }
 

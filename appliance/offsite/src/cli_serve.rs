@@ -80,6 +80,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .with_context(|| format!("key file {}", config.key_file.display()))?;
     let config_web = config.web.clone();
     let state_dir = config.state_dir.clone();
+    let web_passphrase = passphrase.clone();
     let runtime = crate::cli_backup::runtime()?;
     runtime.block_on(async {
         let service::Started {
@@ -105,6 +106,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                     listen,
                     state_dir: state_dir.clone(),
                     names: Vec::new(),
+                    passphrase: web_passphrase,
                 },
                 handle.clone(),
             )

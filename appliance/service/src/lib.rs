@@ -62,6 +62,9 @@ pub enum Command {
     Cancel,
     /// Cancel the run in progress (if any) and end the loop.
     Shutdown,
+    /// The config changed (sent by [`Handle::set_config`]): the schedule is computed anew from it, at
+    /// once or, during a run, when the run ends.
+    Reload,
 }
 
 /// What the loop tells its listeners.
@@ -106,9 +109,22 @@ pub struct Handle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<Event>,
     next: Arc<Mutex<BTreeMap<String, Event>>>,
+    config: Arc<Mutex<Arc<Config>>>,
 }
 
 impl Handle {
+    /// The config in force (the latest one given to [`Handle::set_config`]).
+    pub fn config(&self) -> Arc<Config> {
+        lock(&self.config).clone()
+    }
+
+    /// Replaces the config (the caller has saved it): readers see it at once, the loop reschedules
+    /// with it at once or after the run in progress.
+    pub async fn set_config(&self, config: Config) -> Result<(), String> {
+        *lock(&self.config) = Arc::new(config);
+        self.send(Command::Reload).await
+    }
+
     pub async fn send(&self, c: Command) -> Result<(), String> {
         self.commands
             .send(c)
@@ -190,12 +206,14 @@ pub fn start(config: Config, opts: Options) -> Started {
     let (tx, rx) = mpsc::channel(16);
     let (events, first) = broadcast::channel(256);
     let next = Arc::new(Mutex::new(BTreeMap::new()));
+    let shared = Arc::new(Mutex::new(Arc::new(config)));
     let handle = Handle {
         commands: tx,
         events: events.clone(),
         next: next.clone(),
+        config: shared.clone(),
     };
-    let task = tokio::spawn(run_loop(config, opts, rx, events, next));
+    let task = tokio::spawn(run_loop(shared, opts, rx, events, next));
     Started {
         handle,
         task,
@@ -204,7 +222,9 @@ pub fn start(config: Config, opts: Options) -> Started {
 }
 
 struct Loop {
-    config: Config,
+    /// The config of this turn of the loop (a reload takes effect at the next turn).
+    config: Arc<Config>,
+    shared: Arc<Mutex<Arc<Config>>>,
     opts: Options,
     events: broadcast::Sender<Event>,
     states: States,
@@ -283,6 +303,8 @@ impl Loop {
                     Some(Command::RunNow { .. }) => self.emit(Event::Refused {
                         why: "a backup is already running".into(),
                     }),
+                    // Read at the next turn of the loop.
+                    Some(Command::Reload) => {}
                 },
             }
         };
@@ -311,15 +333,17 @@ impl Loop {
 }
 
 async fn run_loop(
-    config: Config,
+    shared: Arc<Mutex<Arc<Config>>>,
     opts: Options,
     mut rx: mpsc::Receiver<Command>,
     events: broadcast::Sender<Event>,
     next: Arc<Mutex<BTreeMap<String, Event>>>,
 ) {
     let started = opts.clock.now();
+    let config = lock(&shared).clone();
     let mut lp = Loop {
         config,
+        shared,
         opts,
         events,
         states: States::new(),
@@ -332,8 +356,11 @@ async fn run_loop(
             why: format!("{e} (starting with an empty schedule state)"),
         }),
     }
-    let slots = slots(&lp.config);
     loop {
+        lp.config = lock(&lp.shared).clone();
+        let slots = slots(&lp.config);
+        // A slot the config no longer has is not "next" any more.
+        lock(&lp.next).retain(|name, _| slots.iter().any(|s| &s.name == name));
         let now = lp.opts.clock.now();
         let next: Option<(usize, Due)> = if lp.config.schedule.enabled {
             slots
@@ -389,6 +416,7 @@ async fn run_loop(
                 why: "no backup is running".into(),
             }),
             Some(Command::Shutdown) => return,
+            Some(Command::Reload) => {}
             None => {
                 let Some((i, due)) = next else { continue };
                 let slot = &slots[i];

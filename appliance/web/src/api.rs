@@ -2,7 +2,7 @@
 //!
 //! | route | session | CSRF | what |
 //! |---|---|---|---|
-//! | `GET /`, `/app.js`, `/style.css` | no | no | the page (embedded from `web-ui/`) |
+//! | `GET /`, `/*.js`, `/style.css` | no | no | the page (embedded from `web-ui/`) |
 //! | `GET /api/session` | no | no | `{setup_needed, logged_in, csrf}` |
 //! | `POST /api/setup` | no | no | first password, with the console's setup code; logs in |
 //! | `POST /api/login` | no | no | password → session cookie + CSRF token (slowed after failures) |
@@ -94,6 +94,22 @@ pub struct App {
     pub service: service::Handle,
     pub state_dir: PathBuf,
     pub status: Mutex<Status>,
+    /// The key file's passphrase, if it has one.
+    pub passphrase: Option<Vec<u8>>,
+}
+
+impl App {
+    /// The config in force (the page's settings change it).
+    pub fn config(&self) -> Arc<backup::Config> {
+        self.service.config()
+    }
+
+    /// The master key of the config in force.
+    pub fn master_key(&self) -> Result<seal::MasterKey, String> {
+        let config = self.config();
+        seal::MasterKey::load(&config.key_file, self.passphrase.as_deref())
+            .map_err(|e| format!("key file {}: {e}", config.key_file.display()))
+    }
 }
 
 type Shared = Arc<App>;
@@ -340,6 +356,20 @@ async fn app_js() -> Response {
     )
 }
 
+async fn settings_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web-ui/settings.js"),
+    )
+}
+
+async fn restore_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web-ui/restore.js"),
+    )
+}
+
 async fn style_css() -> Response {
     asset(
         "text/css; charset=utf-8",
@@ -379,6 +409,8 @@ pub fn router(app: Shared) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/app.js", get(app_js))
+        .route("/settings.js", get(settings_js))
+        .route("/restore.js", get(restore_js))
         .route("/style.css", get(style_css))
         .route("/api/session", get(get_session))
         .route("/api/setup", post(post_setup))

@@ -37,6 +37,8 @@ pub struct WebOptions {
     pub state_dir: PathBuf,
     /// Names and addresses for the certificate.
     pub names: Vec<String>,
+    /// The passphrase of the key file, when it is wrapped (restores need the key).
+    pub passphrase: Option<Vec<u8>>,
 }
 
 /// A running page.
@@ -74,6 +76,7 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
         service: service.clone(),
         state_dir: opts.state_dir.clone(),
         status: Mutex::new(status),
+        passphrase: opts.passphrase.clone(),
     });
     // The status follows the service's events.
     let mut events = service.subscribe();

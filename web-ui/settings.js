@@ -1,0 +1,2 @@
+// Settings screen (first-run key, target, SSH key, host key, shares, schedule).
+"use strict";
