@@ -48,7 +48,7 @@ impl std::error::Error for ConfigError {}
 /// How many snapshots of each period to keep (restic's and borg's `--keep-*` semantics: the newest
 /// snapshot of each of the last N days, ISO weeks, months, years that have one). The newest snapshot is
 /// always kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
     pub last: u32,
@@ -127,7 +127,7 @@ struct RawWeb {
 }
 
 /// Who hears about runs (`[notify]`): a webhook and/or mail, on failure and optionally on success.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// Also tell about runs that succeeded (failures, partial and refused runs are always told).
@@ -140,7 +140,7 @@ pub struct NotifyConfig {
 }
 
 /// `[notify.smtp]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -160,7 +160,7 @@ pub struct SmtpConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
     #[default]

@@ -31,6 +31,7 @@ use std::fmt;
 use std::path::Path;
 
 pub mod config;
+mod config_write;
 pub mod content;
 pub mod engine;
 pub mod exclude;

@@ -3,61 +3,26 @@
 //! in progress (its snapshot stays incomplete and is pruned by a later run).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use backup::{BackupOptions, Config};
 use clap::Args;
-use service::{Event, Options, SystemClock};
+use service::{Options, SystemClock};
+
+/// The folder `offsite serve` without `--config` works in (below the current folder).
+pub const DEMO_DIR: &str = "offsite-data";
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The config file (see docs/CONFIG.md; `offsite init` writes one).
+    /// The config file (see docs/CONFIG.md; `offsite init` writes one). Without it: the embedded demo
+    /// default in `./offsite-data/` (made on first start: a demo share and a folder target).
     #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Passphrase file, for a passphrase-protected key file.
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
-}
-
-fn describe(e: &Event) -> Option<String> {
-    Some(match e {
-        Event::Scheduled {
-            slot,
-            at,
-            night,
-            reason,
-        } => {
-            let local = at.to_zoned(jiff::tz::TimeZone::system());
-            format!(
-                "next run of {slot}: {} ({reason:?}, night of {night})",
-                local.strftime("%Y-%m-%d %H:%M %Z")
-            )
-        }
-        Event::RunStarted { slot, shares } if shares.is_empty() => {
-            format!("run started ({slot}): all shares")
-        }
-        Event::RunStarted { slot, shares } => {
-            format!("run started ({slot}): {}", shares.join(", "))
-        }
-        Event::RunFinished {
-            slot,
-            status,
-            error,
-        } => match error {
-            Some(e) => format!("run finished ({slot}): {status}: {e}"),
-            None => format!("run finished ({slot}): {status}"),
-        },
-        Event::Skipped {
-            share,
-            path,
-            reason,
-        } => format!("{share}: skipped {path}: {reason}"),
-        Event::Refused { why } => format!("refused: {why}"),
-        Event::StateError { why } => format!("schedule state: {why}"),
-        Event::Progress { .. } => return None,
-    })
 }
 
 /// `lan:PORT` → this box's LAN address (loopback if it has none), else the address as written.
@@ -72,12 +37,85 @@ fn listen_address(listen: &str) -> Result<SocketAddr> {
     }
 }
 
+/// The embedded default: `<dir>/offsite.toml` with a demo share of a few files and a folder target, all
+/// in `dir`, which is also the only data volume the page may pick folders from. No key yet: the page's
+/// first-run setup creates or imports it.
+fn demo_config(dir: &Path) -> Result<PathBuf> {
+    let file = dir.join("offsite.toml");
+    if file.exists() {
+        return Ok(file);
+    }
+    let demo = dir.join("demo");
+    let target = dir.join("target");
+    for d in [&demo.join("documents"), &demo.join("photos"), &target] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let samples: [(&str, String); 3] = [
+        (
+            "README.txt",
+            "A demo share of offsite. Put files here, then press \"Run now\" on the admin page.\n"
+                .into(),
+        ),
+        (
+            "documents/notes.md",
+            "# Notes\n\nEvery night this folder goes off-site, sealed.\n".repeat(20),
+        ),
+        (
+            "photos/pixels.txt",
+            (0..4000u32)
+                .map(|i| format!("{:08x}\n", i.wrapping_mul(2_654_435_761)))
+                .collect(),
+        ),
+    ];
+    for (name, text) in samples {
+        let p = demo.join(name);
+        if !p.exists() {
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        }
+    }
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(crate::cli_backup::toml_string)
+            .with_context(|| format!("{}: the demo folder's path must be UTF-8", p.display()))
+    };
+    let text = backup::config::DEFAULT_CONFIG
+        .replace("\"@TARGET@\"", &utf8(&target)?)
+        .replace(
+            "@SHARES@",
+            &format!("\n[[share]]\nname = \"demo\"\npath = {}\n", utf8(&demo)?),
+        )
+        .replacen(
+            "[web]\n",
+            &format!("[web]\ndata_volumes = [{}]\n", utf8(dir)?),
+            1,
+        );
+    Config::parse(&file, &text).map_err(anyhow::Error::msg)?;
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("offsite: wrote the demo config {}", file.display());
+    Ok(file)
+}
+
 pub fn serve(a: ServeArgs) -> Result<()> {
-    let config = Config::load(&a.config).map_err(anyhow::Error::msg)?;
+    let file = match a.config {
+        Some(f) => f,
+        None => demo_config(&crate::cli_backup::absolute(Path::new(DEMO_DIR))?)?,
+    };
+    let config = Config::load(&file).map_err(anyhow::Error::msg)?;
     let passphrase = crate::cli_backup::read_passphrase(a.passphrase_file.as_deref())?;
     // The key is checked now (a wrong passphrase should not wait for the night), and names the jitter.
-    let key = seal::MasterKey::load(&config.key_file, passphrase.as_deref())
-        .with_context(|| format!("key file {}", config.key_file.display()))?;
+    // A box without a key yet gets it from the page; runs fail with a clear message until then.
+    let salt = if config.key_file.exists() {
+        seal::MasterKey::load(&config.key_file, passphrase.as_deref())
+            .with_context(|| format!("key file {}", config.key_file.display()))?
+            .key_id()
+            .to_vec()
+    } else {
+        eprintln!(
+            "offsite: no master key yet ({}): create or import it on the admin page",
+            config.key_file.display()
+        );
+        config.state_dir.as_os_str().as_encoded_bytes().to_vec()
+    };
     let config_web = config.web.clone();
     let state_dir = config.state_dir.clone();
     let web_passphrase = passphrase.clone();
@@ -92,7 +130,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             Options {
                 clock: Arc::new(SystemClock),
                 tz: jiff::tz::TimeZone::system(),
-                salt: key.key_id().to_vec(),
+                salt,
                 backup: BackupOptions {
                     passphrase,
                     ..BackupOptions::default()
@@ -119,13 +157,15 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             );
             if let Some(code) = &page.setup_code {
                 eprintln!("offsite: first start: open the page and set the admin password with the setup code {code}");
+                eprintln!("offsite: (the browser warns about the self-signed certificate: check the fingerprint above, then accept it)");
             }
         }
+        let tz = jiff::tz::TimeZone::system();
         let printer = tokio::spawn(async move {
             loop {
                 match events.recv().await {
                     Ok(e) => {
-                        if let Some(line) = describe(&e) {
+                        if let Some(line) = e.describe(&tz) {
                             eprintln!("offsite: {line}");
                         }
                     }

@@ -228,6 +228,25 @@ impl MasterKey {
             .open(path, passphrase)
     }
 
+    /// A key from the text of a key file as a person pastes it back (the printed recovery text): blank
+    /// space around the lines and CRLF line ends are tolerated; the key id line is checked, so a
+    /// mistyped digit is caught.
+    pub fn from_key_text(text: &str, passphrase: Option<&[u8]>) -> Result<MasterKey> {
+        let mut clean = Zeroizing::new(String::with_capacity(text.len()));
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            clean.push_str(line);
+            clean.push('\n');
+        }
+        let origin = Path::new("the pasted key text");
+        let bad = |why: &str| SealError::KeyFile {
+            path: origin.to_owned(),
+            why: why.to_owned(),
+        };
+        KeyFileText::parse(&clean)
+            .map_err(bad)?
+            .open(origin, passphrase)
+    }
+
     /// Writes a new key file (mode 0600). Refuses to overwrite an existing file.
     ///
     /// With a passphrase the key is wrapped with Argon2id + XChaCha20-Poly1305.

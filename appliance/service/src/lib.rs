@@ -103,6 +103,48 @@ pub enum Event {
     StateError { why: String },
 }
 
+impl Event {
+    /// One line for a person (the console, the page's log view); `None` for progress ticks.
+    pub fn describe(&self, tz: &TimeZone) -> Option<String> {
+        Some(match self {
+            Event::Scheduled {
+                slot,
+                at,
+                night,
+                reason,
+            } => {
+                let local = at.to_zoned(tz.clone());
+                format!(
+                    "next run of {slot}: {} ({reason:?}, night of {night})",
+                    local.strftime("%Y-%m-%d %H:%M %Z")
+                )
+            }
+            Event::RunStarted { slot, shares } if shares.is_empty() => {
+                format!("run started ({slot}): all shares")
+            }
+            Event::RunStarted { slot, shares } => {
+                format!("run started ({slot}): {}", shares.join(", "))
+            }
+            Event::RunFinished {
+                slot,
+                status,
+                error,
+            } => match error {
+                Some(e) => format!("run finished ({slot}): {status}: {e}"),
+                None => format!("run finished ({slot}): {status}"),
+            },
+            Event::Skipped {
+                share,
+                path,
+                reason,
+            } => format!("{share}: skipped {path}: {reason}"),
+            Event::Refused { why } => format!("refused: {why}"),
+            Event::StateError { why } => format!("schedule state: {why}"),
+            Event::Progress { .. } => return None,
+        })
+    }
+}
+
 /// The caller's side of a running service.
 #[derive(Clone)]
 pub struct Handle {
