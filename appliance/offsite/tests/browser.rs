@@ -1,0 +1,240 @@
+//! The admin page in a real browser: headless Chromium (Debian's `/usr/bin/chromium`) driven by
+//! `tests/browser/admin.mjs` (Node, `playwright-core` pinned in `tests/browser/package-lock.json`).
+//!
+//! This test sets up what the page works against — a private OpenSSH server with the real `rsync` behind
+//! it as the target, two shares with files, a master key — starts `offsite serve` on a free loopback port,
+//! reads the one-time setup code from its log, and runs `node tests/browser/admin.mjs` with the inputs in
+//! environment variables (`OFFSITE_URL`, `OFFSITE_SETUP_CODE`, `OFFSITE_SHARES`, `OFFSITE_SSH_*`,
+//! `OFFSITE_SCREENSHOTS`; the script's header lists them all and says how to add a step). The script
+//! does the first-run setup, a wrong password, log out and in, "run now" with its live progress, the
+//! history and a run's report, saving a desktop and a phone screenshot per step. Afterwards this test
+//! checks the screenshots (non-empty PNGs) and that the run really left a snapshot per share on the target.
+//!
+//! Screenshots go to `<cargo target dir>/browser-screenshots/` (printed in the test output; replaced by
+//! each run).
+//!
+//! Needs `node`, `/usr/bin/chromium` and `tests/browser/node_modules` (`npm ci` in `tests/browser`;
+//! `tests/run` installs all three). Without them the test is skipped with the reason printed, or fails
+//! when `CI` is set.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use testpeers::TestSshd;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// `<target dir>/browser-screenshots` (the integration-test temp dir is `<target dir>/tmp`).
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("browser-screenshots")
+}
+
+/// What is missing to run the browser test, if anything.
+fn missing_tools(browser_dir: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !node.is_ok_and(|s| s.success()) {
+        missing.push("node (Debian package nodejs, with npm)".to_owned());
+    }
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} (Debian package chromium)"));
+    }
+    if !browser_dir.join("node_modules/playwright-core").is_dir() {
+        missing.push(format!(
+            "{}/node_modules (run `npm ci` there)",
+            browser_dir.display()
+        ));
+    }
+    missing
+}
+
+struct Serve {
+    child: Child,
+    log: PathBuf,
+    base: String,
+    setup_code: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `offsite serve` on a free loopback port (as in serve.rs): killed when dropped.
+fn start_serve(s: &Setup) -> Serve {
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&s.config).unwrap();
+    text = text.replacen(
+        "[[share]]",
+        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\n\n[[share]]"),
+        1,
+    );
+    std::fs::write(&s.config, text).unwrap();
+    let log = s.dir.path().join("serve.log");
+    let child = offsite()
+        .args(["serve", "--config"])
+        .arg(&s.config)
+        .env("OFFSITE_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut srv = Serve {
+        child,
+        log,
+        base: format!("https://127.0.0.1:{port}"),
+        setup_code: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&srv.log).unwrap_or_default();
+        if let Some(code) = text
+            .lines()
+            .find_map(|l| l.split("with the setup code ").nth(1))
+        {
+            srv.setup_code = code.trim().to_owned();
+            return srv;
+        }
+        assert!(Instant::now() < deadline, "serve did not start: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn admin_page_in_headless_chromium() {
+    let browser_dir = workspace().join("tests/browser");
+    let missing = missing_tools(&browser_dir);
+    if !missing.is_empty() {
+        let what = missing.join(", ");
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("the browser test needs {what}; `bash tests/run` installs them");
+        }
+        println!("browser test skipped: missing {what}; `bash tests/run` installs them");
+        return;
+    }
+
+    // The target: a real sshd + rsync; the box: two shares, a key, the config.
+    let sshd = TestSshd::start();
+    let s = Setup::new();
+    fill_share(&s.share);
+    let photos = s.dir.path().join("photos");
+    for i in 0..24u8 {
+        let p = photos.join(format!("2025/{:02}/img-{i:04}.jpg", i % 12 + 1));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, random(1 << 20, i.wrapping_add(10))).unwrap();
+    }
+    s.write_config(
+        &format!(
+            "host = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n\
+             path = {:?}\ntimeout_secs = 30",
+            sshd.port,
+            sshd.user,
+            sshd.client_key.to_str().unwrap(),
+            sshd.known_hosts.to_str().unwrap(),
+            s.target.to_str().unwrap(),
+        ),
+        "",
+    );
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "\n[[share]]\nname = \"photos\"\npath = {:?}\nretention = {{ last = 100 }}\n",
+        photos.to_str().unwrap()
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    let srv = start_serve(&s);
+
+    let shots = screenshot_dir();
+    println!("browser test: screenshots go to {}", shots.display());
+    let started = Instant::now();
+    let out = Command::new("node")
+        .arg(browser_dir.join("admin.mjs"))
+        .current_dir(&browser_dir)
+        .env("OFFSITE_URL", &srv.base)
+        .env("OFFSITE_SETUP_CODE", &srv.setup_code)
+        .env("OFFSITE_SHARES", "docs,photos")
+        .env("OFFSITE_SCREENSHOTS", &shots)
+        .env("OFFSITE_SSH_HOST", "127.0.0.1")
+        .env("OFFSITE_SSH_PORT", sshd.port.to_string())
+        .env("OFFSITE_SSH_USER", &sshd.user)
+        .env("OFFSITE_SSH_PATH", &s.target)
+        .env("OFFSITE_SSH_FINGERPRINT", sshd.host_fingerprint())
+        .env("OFFSITE_CHROMIUM", CHROMIUM)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    println!(
+        "browser test: node took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.status.success(),
+        "the browser test failed ({}):\n{stdout}\n{stderr}\nscreenshots in {}\nserve log:\n{}",
+        out.status,
+        shots.display(),
+        std::fs::read_to_string(&srv.log).unwrap_or_default()
+    );
+
+    // A desktop and a phone screenshot per passed step, each a real PNG.
+    let passed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(passed.len() >= 10, "too few steps passed: {stdout}");
+    assert!(passed.iter().any(|p| p.ends_with("-run-finished-ok")));
+    for name in &passed {
+        for file in [format!("{name}.png"), format!("{name}-phone.png")] {
+            let bytes = std::fs::read(shots.join(&file))
+                .unwrap_or_else(|e| panic!("screenshot {file}: {e}"));
+            assert!(
+                bytes.len() > 1000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+                "{file} is not a PNG ({} bytes)",
+                bytes.len()
+            );
+        }
+    }
+
+    // The run from the page went through sshd: a snapshot per share on the target.
+    for share in ["docs", "photos"] {
+        let complete = std::fs::read_dir(s.target.join(share))
+            .unwrap_or_else(|e| panic!("no {share} folder on the target: {e}"))
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().join(".offsite-manifest").is_file())
+            })
+            .count();
+        assert_eq!(complete, 1, "complete snapshots of {share} on the target");
+    }
+    println!("browser test: screenshots in {}", shots.display());
+}

@@ -1,0 +1,329 @@
+// Browser tests of offsite's admin page (web-ui/): headless Chromium from Debian (/usr/bin/chromium),
+// driven by playwright-core from npm (pinned in package-lock.json; no downloaded browser builds).
+//
+// Run by appliance/offsite/tests/browser.rs, which starts a real sshd + rsync target and `offsite serve`,
+// then calls `node tests/browser/admin.mjs` with these environment variables:
+//
+//   OFFSITE_URL          base URL of the page, e.g. https://127.0.0.1:40123 (self-signed certificate)  [required]
+//   OFFSITE_SETUP_CODE   the one-time setup code `offsite serve` printed in its log                   [required]
+//   OFFSITE_SCREENSHOTS  folder for the screenshots (created; default ./screenshots)
+//   OFFSITE_PASSWORD     the admin password the test sets (default: a fixed test password)
+//   OFFSITE_SHARES       comma-separated share names the history must show after a run (default: none checked)
+//   OFFSITE_SSH_HOST, OFFSITE_SSH_PORT, OFFSITE_SSH_USER, OFFSITE_SSH_PATH, OFFSITE_SSH_FINGERPRINT
+//                        the sshd target (for the Settings steps: target, SSH key, host key trust)
+//   OFFSITE_CHROMIUM     the browser (default /usr/bin/chromium)
+//   OFFSITE_RUN_TIMEOUT_MS  how long a backup started from the page may take (default 120000)
+//
+// By hand (with `offsite serve` running and its setup code at hand):
+//   cd tests/browser && npm ci && OFFSITE_URL=https://127.0.0.1:8443 OFFSITE_SETUP_CODE=… node admin.mjs
+//
+// The test is a list of named steps, run in order in one browser page (one session, as a user would).
+// Each step does its actions and assertions; then the page is saved as a full-page screenshot
+// `NN-name.png` at a desktop viewport (1280×800) and `NN-name-phone.png` at a phone viewport (390×844).
+// One line per passed step is printed; the first failure saves `NN-name-FAILED.png`, prints what failed
+// (with the page's message line and the browser's console) and exits with status 1.
+//
+// Adding a step: append `step("name", async (t) => { … })` to the section it belongs to below (first run,
+// Settings, backup, Restore). `t.page` is the Playwright page, `t.env` the inputs above, `t.state` an
+// object shared between steps, and `t.check(cond, text)` / `t.visible(sel)` / `t.hidden(sel)` /
+// `t.text(sel, re)` assert. A step ends with the page in the state its screenshot should show; it fails if
+// the page's message line then shows an error, unless it is declared with `{ error: true }`.
+
+import { chromium } from "playwright-core";
+import { mkdtempSync, mkdirSync, rmSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const env = {
+  url: (process.env.OFFSITE_URL || "").replace(/\/+$/, ""),
+  setupCode: process.env.OFFSITE_SETUP_CODE || "",
+  password: process.env.OFFSITE_PASSWORD || "browser test password 1",
+  shares: (process.env.OFFSITE_SHARES || "").split(",").map((s) => s.trim()).filter(Boolean),
+  screenshots: resolve(process.env.OFFSITE_SCREENSHOTS || "screenshots"),
+  chromium: process.env.OFFSITE_CHROMIUM || "/usr/bin/chromium",
+  runTimeout: Number(process.env.OFFSITE_RUN_TIMEOUT_MS || 120000),
+  ssh: {
+    host: process.env.OFFSITE_SSH_HOST || "",
+    port: process.env.OFFSITE_SSH_PORT || "",
+    user: process.env.OFFSITE_SSH_USER || "",
+    path: process.env.OFFSITE_SSH_PATH || "",
+    fingerprint: process.env.OFFSITE_SSH_FINGERPRINT || "",
+  },
+};
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+// Waits for one UI change (not for a backup: that is env.runTimeout).
+const UI_TIMEOUT = 15000;
+
+// --- assertions ------------------------------------------------------------------------------------------
+class StepFailure extends Error {}
+
+function makeChecks(page) {
+  const check = (cond, text) => {
+    if (!cond) throw new StepFailure(text);
+  };
+  return {
+    check,
+    // Waits until the element is visible (so also: exists).
+    visible: async (sel, timeout = UI_TIMEOUT) => {
+      try {
+        await page.locator(sel).first().waitFor({ state: "visible", timeout });
+      } catch {
+        throw new StepFailure(`${sel} is not visible`);
+      }
+    },
+    // Waits until the element is hidden or gone.
+    hidden: async (sel, timeout = UI_TIMEOUT) => {
+      try {
+        await page.locator(sel).first().waitFor({ state: "hidden", timeout });
+      } catch {
+        throw new StepFailure(`${sel} is still visible`);
+      }
+    },
+    // Waits until the element's text matches `re`; returns the text.
+    text: async (sel, re, timeout = UI_TIMEOUT) => {
+      const deadline = Date.now() + timeout;
+      let last = null;
+      for (;;) {
+        last = await page.locator(sel).first().textContent({ timeout: 1000 }).catch(() => null);
+        if (last !== null && re.test(last)) return last;
+        if (Date.now() > deadline) throw new StepFailure(`${sel} says ${JSON.stringify(last)}, expected ${re}`);
+        await page.waitForTimeout(100);
+      }
+    },
+  };
+}
+
+// --- the steps -------------------------------------------------------------------------------------------
+const steps = [];
+// `opts.error: true`: the step ends with an error on the page's message line (otherwise that fails it).
+const step = (name, run, opts = {}) => steps.push({ name, run, ...opts });
+
+// The screens a logged-in user can see: exactly one is visible.
+async function onlyScreen(t, id) {
+  await t.visible(`#${id}`);
+  for (const other of ["setup", "login", "dashboard", "settings", "restore"]) {
+    if (other !== id) await t.hidden(`#${other}`);
+  }
+}
+
+// First run: setup code and password, a wrong password, log out and in.
+step("setup-screen", async (t) => {
+  await t.page.goto(t.env.url + "/");
+  await onlyScreen(t, "setup");
+  await t.hidden("#tabs");
+  t.check(await t.page.title() === "offsite", `the title is ${JSON.stringify(await t.page.title())}`);
+});
+
+step("setup-wrong-code", async (t) => {
+  await t.page.fill("#setup-form [name=code]", "not-the-code");
+  await t.page.fill("#setup-form [name=password]", t.env.password);
+  await t.page.click("#setup-form button");
+  await t.visible("#message.error");
+  await t.text("#message.error", /\S/);
+  await onlyScreen(t, "setup");
+}, { error: true });
+
+step("setup-done-dashboard", async (t) => {
+  await t.page.fill("#setup-form [name=code]", t.env.setupCode);
+  await t.page.fill("#setup-form [name=password]", t.env.password);
+  await t.page.click("#setup-form button");
+  await onlyScreen(t, "dashboard");
+  await t.visible("#tabs");
+  await t.text("#message", /Password set/);
+  await t.visible("#run-now");
+  await t.text("#next", /\S/);
+});
+
+step("logout", async (t) => {
+  await t.page.click("#logout");
+  await onlyScreen(t, "login");
+  await t.hidden("#tabs");
+  // The session is gone on the server too, not only hidden.
+  const status = await t.page.evaluate(() => fetch("/api/status").then((r) => r.status));
+  t.check(status === 401, `/api/status after logout answers ${status}, not 401`);
+});
+
+step("login-wrong-password", async (t) => {
+  await t.page.fill("#login-form [name=password]", "wrong password!!");
+  await t.page.click("#login-form button");
+  await t.visible("#message.error");
+  await t.text("#message.error", /\S/);
+  await onlyScreen(t, "login");
+}, { error: true });
+
+step("login", async (t) => {
+  await t.page.fill("#login-form [name=password]", t.env.password);
+  await t.page.click("#login-form button");
+  await onlyScreen(t, "dashboard");
+  await t.visible("#tabs");
+  await t.text("#message", /^$/);
+  // A reload keeps the session.
+  await t.page.reload();
+  await onlyScreen(t, "dashboard");
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Settings screen (web-ui/settings.js): first-run key creation and recovery text, target (t.env.ssh),
+// the box's SSH key and authorized_keys line, test connection and host key trust (t.env.ssh.fingerprint),
+// shares, schedule. Steps go here, before the backup steps (until then the config file written by
+// browser.rs holds the key, target and shares).
+// ---------------------------------------------------------------------------------------------------------
+
+// Backup: run now, watch it, history, report.
+step("run-now-progress", async (t) => {
+  await t.page.click("#tabs [data-screen=dashboard]");
+  await onlyScreen(t, "dashboard");
+  // Record every state of the progress bar and the run text, however short-lived.
+  await t.page.evaluate(() => {
+    const seen = (window.__seen = { texts: [], bars: [], barShown: false });
+    const bar = document.getElementById("bar");
+    const text = document.getElementById("run-text");
+    const note = () => {
+      if (text.textContent && seen.texts[seen.texts.length - 1] !== text.textContent) seen.texts.push(text.textContent);
+      if (!bar.hidden) seen.barShown = true;
+      const b = `${bar.getAttribute("value")}/${bar.getAttribute("max")}`;
+      if (seen.bars[seen.bars.length - 1] !== b) seen.bars.push(b);
+    };
+    new MutationObserver(note).observe(document.getElementById("run"), {
+      subtree: true, childList: true, characterData: true, attributes: true,
+    });
+  });
+  await t.page.click("#run-now");
+  await t.text("#message", /Backup started/);
+  // Running: the bar and the cancel button show, the run text counts up.
+  await t.visible("#bar", t.env.runTimeout);
+  await t.visible("#cancel");
+  await t.hidden("#run-now");
+  await t.text("#run-text", /^Backing up: \d+ files \(.+\), \d+ unchanged$/);
+});
+
+step("run-finished-ok", async (t) => {
+  await t.text("#last", /^Last run: /, t.env.runTimeout);
+  const last = await t.text("#last", /\S/);
+  const cls = await t.page.getAttribute("#last", "class");
+  t.check(cls === "ok" && last === "Last run: ok", `the run ended with ${JSON.stringify(last)} (class ${cls})`);
+  await t.hidden("#bar");
+  await t.hidden("#cancel");
+  await t.visible("#run-now");
+  const seen = await t.page.evaluate(() => window.__seen);
+  t.check(seen.barShown, "the progress bar never showed during the run");
+  t.check(seen.texts.some((s) => /^Backing up: [1-9]\d* files/.test(s)),
+    `the run text never counted files: ${JSON.stringify(seen.texts)}`);
+  // At the end the bar is full (value = max) before it hides.
+  t.check(seen.bars.some((b) => { const [v, m] = b.split("/"); return v !== "null" && v === m; }),
+    `the progress bar never reached its end: ${JSON.stringify(seen.bars)}`);
+  t.state.runTexts = seen.texts;
+});
+
+step("history", async (t) => {
+  const rows = t.page.locator("#history tbody tr");
+  await t.visible("#history tbody tr");
+  const cells = await rows.evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  for (const share of t.env.shares) {
+    const row = cells.find((c) => c[1] === share);
+    t.check(row, `no history row for share ${share}: ${JSON.stringify(cells)}`);
+    t.check(row[2] === "ok", `share ${share} has status ${row[2]} in the history`);
+    t.check(Number(row[3]) > 0, `share ${share} shows ${row[3]} files in the history`);
+  }
+  t.check(cells.length >= Math.max(1, t.env.shares.length), `the history has ${cells.length} rows`);
+  await t.text("#log", /\S/);
+});
+
+step("report", async (t) => {
+  await t.page.click("#history tbody tr >> nth=0");
+  await t.text("#report h3", /^Run of /);
+  const lines = await t.page.locator("#report p").allTextContents();
+  for (const share of t.env.shares) {
+    t.check(lines.includes(`${share}: ok`), `the report has no line "${share}: ok": ${JSON.stringify(lines)}`);
+  }
+  await t.page.locator("#report").scrollIntoViewIfNeeded();
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Restore screen (web-ui/restore.js, ids prefixed restore-): browse snapshots and folders, download a
+// file, restore a folder. Steps go here (the backup steps above leave one snapshot per share).
+// ---------------------------------------------------------------------------------------------------------
+
+// --- the runner ------------------------------------------------------------------------------------------
+function fail(text) {
+  console.error(`browser test: ${text}`);
+  process.exit(1);
+}
+
+if (!env.url) fail("OFFSITE_URL is not set (the page's base URL, e.g. https://127.0.0.1:8443)");
+if (!env.setupCode) fail("OFFSITE_SETUP_CODE is not set (the code `offsite serve` printed)");
+mkdirSync(env.screenshots, { recursive: true });
+for (const f of readdirSync(env.screenshots)) if (f.endsWith(".png")) rmSync(join(env.screenshots, f));
+
+// A whole-run guard, so a hung browser cannot hang the test suite.
+const guard = setTimeout(() => fail("timed out after 10 minutes"), 600000);
+
+const profile = mkdtempSync(join(tmpdir(), "offsite-chromium-"));
+let context;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: env.chromium,
+    headless: true,
+    ignoreHTTPSErrors: true,
+    viewport: DESKTOP,
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync",
+    ],
+  });
+} catch (e) {
+  rmSync(profile, { recursive: true, force: true });
+  fail(`could not start ${env.chromium}: ${e.message}`);
+}
+
+const page = context.pages()[0] || (await context.newPage());
+page.setDefaultTimeout(UI_TIMEOUT);
+const consoleLines = [];
+const pageErrors = [];
+page.on("console", (m) => consoleLines.push(`console.${m.type()}: ${m.text()}`));
+page.on("pageerror", (e) => pageErrors.push(String(e)));
+page.on("response", (r) => { if (r.status() >= 400) consoleLines.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`); });
+page.on("requestfailed", (r) => consoleLines.push(`request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
+
+const t = { page, env, state: {}, ...makeChecks(page) };
+let status = 0;
+const started = Date.now();
+for (const [i, s] of steps.entries()) {
+  const file = `${String(i + 1).padStart(2, "0")}-${s.name}`;
+  const t0 = Date.now();
+  try {
+    const errorsBefore = pageErrors.length;
+    await s.run(t);
+    t.check(pageErrors.length === errorsBefore, `the page threw: ${pageErrors.slice(errorsBefore).join("; ")}`);
+    if (!s.error) {
+      // Errors of a screen's loading arrive late (its load() is not awaited): give them a moment.
+      await page.waitForTimeout(300);
+      const m = await page.locator("#message").evaluate((m) => (m.classList.contains("error") ? m.textContent : null));
+      t.check(m === null, `the page shows an error: ${JSON.stringify(m)}`);
+    }
+    await page.screenshot({ path: join(env.screenshots, `${file}.png`), fullPage: true });
+    await page.setViewportSize(PHONE);
+    await page.screenshot({ path: join(env.screenshots, `${file}-phone.png`), fullPage: true });
+    await page.setViewportSize(DESKTOP);
+    console.log(`ok   ${file} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    const why = e instanceof StepFailure ? e.message : (e && e.stack) || String(e);
+    await page.screenshot({ path: join(env.screenshots, `${file}-FAILED.png`), fullPage: true }).catch(() => {});
+    const message = await page.locator("#message").textContent({ timeout: 1000 }).catch(() => "?");
+    console.error(`FAIL ${file}: ${why}`);
+    console.error(`     the page's message line: ${JSON.stringify(message)}; page at ${page.url()}`);
+    console.error(`     screenshot: ${join(env.screenshots, `${file}-FAILED.png`)}`);
+    if (consoleLines.length) console.error("     browser console:\n       " + consoleLines.slice(-30).join("\n       "));
+    status = 1;
+    break;
+  }
+}
+await context.close().catch(() => {});
+rmSync(profile, { recursive: true, force: true });
+clearTimeout(guard);
+if (status === 0) {
+  console.log(`all ${steps.length} steps passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${env.screenshots}`);
+}
+process.exit(status);
