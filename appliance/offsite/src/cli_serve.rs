@@ -137,6 +137,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
                 },
             },
         );
+        // Failed (and, if asked, successful) runs are told by webhook and/or mail ([notify]).
+        let _notifier = notify::spawn(handle.clone());
         if config_web.enabled {
             let listen = listen_address(&config_web.listen)?;
             let page = web::start(

@@ -12,6 +12,7 @@
 //! | `GET /api/history` | yes | no | the last run reports |
 //! | `POST /api/run` | yes | yes | run now (`{shares}`) |
 //! | `POST /api/cancel` | yes | yes | cancel the run in progress |
+//! | `POST /api/notify/test` | yes | yes | a test notification through `[notify]` → `{ok}` or `{error}` |
 //!
 //! Every response carries a strict Content-Security-Policy (same origin only, no inline script), no framing
 //! and no caching of API answers.
@@ -134,7 +135,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Why a request was turned away.
-enum Denied {
+pub(crate) enum Denied {
     NoSession,
     BadCsrf,
 }
@@ -156,7 +157,7 @@ fn session(app: &App, headers: &HeaderMap) -> Result<String, Denied> {
 }
 
 /// A live session and its CSRF token in `X-CSRF-Token`, or 401/403.
-fn session_and_csrf(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
+pub(crate) fn session_and_csrf(app: &App, headers: &HeaderMap) -> Result<(), Denied> {
     let csrf = session(app, headers)?;
     let sent = headers
         .get("x-csrf-token")
@@ -421,6 +422,7 @@ pub fn router(app: Shared) -> Router {
         .route("/api/history", get(get_history))
         .route("/api/run", post(post_run))
         .route("/api/cancel", post(post_cancel))
+        .merge(crate::notify_api::routes())
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(app)
 }
