@@ -12,6 +12,12 @@
 //! | `GET /api/history` | yes | no | the last run reports |
 //! | `POST /api/run` | yes | yes | run now (`{shares}`) |
 //! | `POST /api/cancel` | yes | yes | cancel the run in progress |
+//! | `GET /api/shares` | yes | no | the config's shares and data volumes (restore screen) |
+//! | `GET /api/snapshots?share=` | yes | no | a share's snapshots, newest first (id, time, files, bytes) |
+//! | `GET /api/ls?share=&snapshot=&path=` | yes | no | one folder of a snapshot, plaintext names |
+//! | `GET /api/download?share=&snapshot=&path=` | yes | no | a file as itself, a folder as a tar stream |
+//! | `POST /api/restore` | yes | yes | restore into a folder in a data volume (`{share, snapshot, paths, to, overwrite}`) → `{job}` |
+//! | `GET /api/restore/JOB` | yes | no | a restore's progress, outcome and per-file problems |
 //! | `POST /api/notify/test` | yes | yes | a test notification through `[notify]` → `{ok}` or `{error}` |
 //!
 //! Every response carries a strict Content-Security-Policy (same origin only, no inline script), no framing
@@ -119,7 +125,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn error(code: StatusCode, message: &str) -> Response {
+pub(crate) fn error(code: StatusCode, message: &str) -> Response {
     (code, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
@@ -150,7 +156,7 @@ impl IntoResponse for Denied {
 }
 
 /// The session's CSRF token, or 401.
-fn session(app: &App, headers: &HeaderMap) -> Result<String, Denied> {
+pub(crate) fn session(app: &App, headers: &HeaderMap) -> Result<String, Denied> {
     cookie_token(headers)
         .and_then(|t| app.auth.session(t))
         .ok_or(Denied::NoSession)
@@ -422,6 +428,7 @@ pub fn router(app: Shared) -> Router {
         .route("/api/history", get(get_history))
         .route("/api/run", post(post_run))
         .route("/api/cancel", post(post_cancel))
+        .merge(crate::restore_api::routes())
         .merge(crate::notify_api::routes())
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(app)

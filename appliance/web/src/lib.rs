@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 pub mod api;
 pub mod auth;
 mod notify_api;
+mod restore_api;
 pub mod tls;
 
 pub use api::{App, Status};

@@ -224,6 +224,14 @@ pub fn choose_snapshot(
     }
 }
 
+/// Connects to the config's target (for callers that do not depend on the `remote` crate themselves).
+pub async fn connect(t: &TargetConfig) -> Result<Remote, Error> {
+    let target = remote_ops::remote_target(t);
+    Remote::connect(&target)
+        .await
+        .map_err(|e| Error::new(format!("connecting to {}", remote_ops::describe(t)), e))
+}
+
 /// Lists the share's snapshots on the target.
 pub async fn snapshots(
     remote: &Remote,
