@@ -140,6 +140,8 @@ function listen() {
   offsite.events.onmessage = (m) => {
     const e = JSON.parse(m.data);
     for (const f of offsite.listeners) f(e);
+    // "Backup started." is stale once the run ends.
+    if (e.event === "run_finished" && $("message").textContent === "Backup started.") say("");
     if ($("dashboard").hidden) return;
     if (e.event === "run_finished") {
       $("bar").value = $("bar").max = 1;
@@ -187,6 +189,7 @@ $("login-form").addEventListener("submit", async (ev) => {
 });
 
 $("logout").addEventListener("click", async () => {
+  say("");
   try { await api("POST", "/api/logout"); } catch (_) { /* gone anyway */ }
   offsite.csrf = null;
   if (offsite.events) offsite.events.close();

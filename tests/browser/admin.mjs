@@ -11,6 +11,10 @@
 //   OFFSITE_SHARES       comma-separated share names the history must show after a run (default: none checked)
 //   OFFSITE_SSH_HOST, OFFSITE_SSH_PORT, OFFSITE_SSH_USER, OFFSITE_SSH_PATH, OFFSITE_SSH_FINGERPRINT
 //                        the sshd target (for the Settings steps: target, SSH key, host key trust)
+//   OFFSITE_AUTHORIZED_KEYS  the sshd's authorized_keys file: the Settings steps paste the box's new public
+//                        key there, as the owner does on the server
+//   OFFSITE_SHARE_DIRS   comma-separated NAME=PATH of the shares the Settings steps add (the first through
+//                        the folder picker, the others typed)
 //   OFFSITE_CHROMIUM     the browser (default /usr/bin/chromium)
 //   OFFSITE_RUN_TIMEOUT_MS  how long a backup started from the page may take (default 120000)
 //
@@ -30,7 +34,7 @@
 // the page's message line then shows an error, unless it is declared with `{ error: true }`.
 
 import { chromium } from "playwright-core";
-import { mkdtempSync, mkdirSync, rmSync, readdirSync } from "node:fs";
+import { appendFileSync, mkdtempSync, mkdirSync, rmSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -48,7 +52,12 @@ const env = {
     user: process.env.OFFSITE_SSH_USER || "",
     path: process.env.OFFSITE_SSH_PATH || "",
     fingerprint: process.env.OFFSITE_SSH_FINGERPRINT || "",
+    authorizedKeys: process.env.OFFSITE_AUTHORIZED_KEYS || "",
   },
+  shareDirs: (process.env.OFFSITE_SHARE_DIRS || "").split(",").filter(Boolean).map((x) => {
+    const i = x.indexOf("=");
+    return { name: x.slice(0, i), path: x.slice(i + 1) };
+  }),
 };
 
 const DESKTOP = { width: 1280, height: 800 };
@@ -125,14 +134,38 @@ step("setup-wrong-code", async (t) => {
   await onlyScreen(t, "setup");
 }, { error: true });
 
-step("setup-done-dashboard", async (t) => {
+step("setup-done-key-needed", async (t) => {
   await t.page.fill("#setup-form [name=code]", t.env.setupCode);
   await t.page.fill("#setup-form [name=password]", t.env.password);
   await t.page.click("#setup-form button");
-  await onlyScreen(t, "dashboard");
+  // A box without an encryption key opens on the key, not on the dashboard.
+  await onlyScreen(t, "settings");
   await t.visible("#tabs");
   await t.text("#message", /Password set/);
-  await t.visible("#run-now");
+  await t.visible("#key-missing");
+  await t.visible("#key-create");
+});
+
+step("key-created-recovery-text", async (t) => {
+  await t.page.click("#key-create");
+  await t.visible("#key-new");
+  await t.hidden("#key-missing");
+  const text = await t.text("#key-recovery", /^offsite-key 1\nsuite \S+\nkey-id [0-9a-f]{16}\nmaster [0-9a-f]{64}\n$/);
+  t.state.keyId = text.match(/key-id (\S+)/)[1];
+  await t.text("#message", /save its recovery text/);
+});
+
+step("key-saved", async (t) => {
+  await t.page.check("#key-saved");
+  await t.hidden("#key-new");
+  // The recovery text is gone from the page once the owner says it is saved.
+  const left = await t.page.locator("#key-recovery").textContent();
+  t.check(left === "", "the recovery text is still in the page");
+  await t.text("#key-info", new RegExp("^Key " + t.state.keyId));
+  const again = await t.page.evaluate(() => fetch("/api/config").then((r) => r.text()));
+  t.check(!/master [0-9a-f]{64}/.test(again), "the config API returns the key");
+  await t.page.click("#tabs [data-screen=dashboard]");
+  await onlyScreen(t, "dashboard");
   await t.text("#next", /\S/);
 });
 
@@ -165,11 +198,97 @@ step("login", async (t) => {
 });
 
 // ---------------------------------------------------------------------------------------------------------
-// Settings screen (web-ui/settings.js): first-run key creation and recovery text, target (t.env.ssh),
-// the box's SSH key and authorized_keys line, test connection and host key trust (t.env.ssh.fingerprint),
-// shares, schedule. Steps go here, before the backup steps (until then the config file written by
-// browser.rs holds the key, target and shares).
+// Settings screen (web-ui/settings.js): target (t.env.ssh), the box's SSH key and its authorized_keys line,
+// test connection and host key trust, shares through the folder picker, schedule. The key was created in
+// the first-run steps above.
 // ---------------------------------------------------------------------------------------------------------
+step("settings-target", async (t) => {
+  await t.page.click("#tabs [data-screen=settings]");
+  await onlyScreen(t, "settings");
+  await t.hidden("#sshkey-section");
+  const f = "#target-form ";
+  await t.page.fill(f + "[name=host]", t.env.ssh.host);
+  await t.page.fill(f + "[name=port]", String(t.env.ssh.port));
+  await t.page.fill(f + "[name=user]", t.env.ssh.user);
+  await t.page.fill(f + "[name=path]", t.env.ssh.path);
+  await t.page.click("#target-save");
+  await t.text("#message", /Target saved/);
+  await t.visible("#sshkey-section");
+  await t.visible("#hostkey-section");
+});
+
+step("settings-ssh-key", async (t) => {
+  await t.visible("#sshkey-none");
+  await t.page.click("#sshkey-generate");
+  await t.visible("#sshkey-show");
+  const line = await t.page.inputValue("#sshkey-line");
+  t.check(/^ssh-ed25519 \S+ offsite@/.test(line), `the authorized_keys line is ${JSON.stringify(line)}`);
+  const restricted = await t.page.inputValue("#sshkey-rrsync");
+  t.check(restricted.startsWith('command="rrsync ') && restricted.endsWith(line), `the rrsync line is ${JSON.stringify(restricted)}`);
+  // The owner pastes the line on the server.
+  t.check(t.env.ssh.authorizedKeys, "OFFSITE_AUTHORIZED_KEYS is not set");
+  appendFileSync(t.env.ssh.authorizedKeys, line + "\n");
+});
+
+step("settings-host-key-trust", async (t) => {
+  await t.page.click("#hostkey-test");
+  await t.visible("#hostkey-result");
+  const fp = await t.text("#hostkey-fingerprint", /^SHA256:/);
+  t.check(fp === t.env.ssh.fingerprint, `the page shows ${fp}, the host's key is ${t.env.ssh.fingerprint}`);
+  await t.text("#hostkey-status", /Not trusted yet/);
+  await t.visible("#hostkey-trust");
+  await t.page.click("#hostkey-trust");
+  await t.text("#hostkey-status", /^Trusted\.$/);
+  await t.hidden("#hostkey-trust");
+  await t.text("#hostkey-connection", /Logged in, and the remote folder answers/);
+});
+
+step("settings-shares", async (t) => {
+  const [first, ...rest] = t.env.shareDirs;
+  t.check(first, "OFFSITE_SHARE_DIRS is not set");
+  // The first share through the folder picker: from the data volumes down to its folder.
+  await t.page.click("#share-add");
+  await t.page.click("#shares-list fieldset:last-child .share-choose");
+  await t.visible("#picker");
+  await t.text("#picker-path", /Data volumes/);
+  const parts = first.path.split("/").filter(Boolean);
+  for (let i = 1; i <= parts.length; i++) {
+    const dir = "/" + parts.slice(0, i).join("/");
+    const button = t.page.locator(`#picker-dirs button[title="${dir}"]`);
+    if (await button.count()) {
+      await button.click();
+      await t.text("#picker-path", new RegExp("^" + dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "$"));
+    }
+  }
+  await t.text("#picker-path", new RegExp(first.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "$"));
+  await t.page.click("#picker-use");
+  await t.hidden("#picker");
+  const row = "#shares-list fieldset:last-child ";
+  t.check(await t.page.inputValue(row + "[name=path]") === first.path, "the picker did not fill the folder");
+  await t.page.fill(row + "[name=name]", first.name);
+  await t.page.fill(row + "[name=exclude]", "*.tmp");
+  for (const sh of rest) {
+    await t.page.click("#share-add");
+    await t.page.fill(row + "[name=name]", sh.name);
+    await t.page.fill(row + "[name=path]", sh.path);
+  }
+  await t.page.click("#shares-save");
+  await t.text("#message", /Shares saved/);
+  const names = await t.page.locator("#shares-list legend").allTextContents();
+  t.check(JSON.stringify(names) === JSON.stringify(t.env.shareDirs.map((x) => x.name)), `the shares are ${JSON.stringify(names)}`);
+});
+
+step("settings-schedule", async (t) => {
+  await t.page.fill("#schedule-form [name=at]", "03:40");
+  await t.page.fill("#schedule-form [name=jitter_minutes]", "0");
+  await t.page.check("#schedule-form [name=enabled]");
+  await t.page.click("#schedule-save");
+  await t.text("#message", /Schedule saved/);
+  await t.page.click("#tabs [data-screen=dashboard]");
+  await onlyScreen(t, "dashboard");
+  // The next run follows the new window (in the browser's time zone, which is the box's here).
+  await t.text("#next", /Next run: .*3:40/);
+});
 
 // Backup: run now, watch it, history, report.
 step("run-now-progress", async (t) => {

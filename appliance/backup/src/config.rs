@@ -313,7 +313,12 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
-            Ok(base.join(s.get_ref()))
+            // `./x` and `.` (as the page writes paths below the config's folder) name the plain path.
+            Ok(base
+                .join(s.get_ref())
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect())
         };
         let state_dir = resolve(&raw.state_dir, "state_dir")?;
         let key_file = resolve(&raw.key_file, "key_file")?;

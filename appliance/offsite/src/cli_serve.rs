@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Passphrase file, for a passphrase-protected key file.
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Where the admin page listens, instead of the config's `[web] listen` (`lan:PORT` or ADDRESS:PORT).
+    #[arg(long, value_name = "ADDRESS")]
+    listen: Option<String>,
 }
 
 /// `lan:PORT` → this box's LAN address (loopback if it has none), else the address as written.
@@ -140,7 +143,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         // Failed (and, if asked, successful) runs are told by webhook and/or mail ([notify]).
         let _notifier = notify::spawn(handle.clone());
         if config_web.enabled {
-            let listen = listen_address(&config_web.listen)?;
+            let listen = listen_address(a.listen.as_deref().unwrap_or(&config_web.listen))?;
             let page = web::start(
                 web::WebOptions {
                     listen,

@@ -93,8 +93,8 @@ fn start_serve(s: &Setup) -> Serve {
     let port = free_port();
     let mut text = std::fs::read_to_string(&s.config).unwrap();
     text = text.replacen(
-        "[[share]]",
-        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\n\n[[share]]"),
+        "[web]\n",
+        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\n"),
         1,
     );
     std::fs::write(&s.config, text).unwrap();
@@ -151,24 +151,18 @@ fn admin_page_in_headless_chromium() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, random(1 << 20, i.wrapping_add(10))).unwrap();
     }
-    s.write_config(
-        &format!(
-            "host = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n\
-             path = {:?}\ntimeout_secs = 30",
-            sshd.port,
-            sshd.user,
-            sshd.client_key.to_str().unwrap(),
-            sshd.known_hosts.to_str().unwrap(),
-            s.target.to_str().unwrap(),
+    // A new box: no key, a folder target and no share yet; the page's Settings steps set up the rest.
+    std::fs::remove_file(&s.key).unwrap();
+    std::fs::write(
+        &s.config,
+        format!(
+            "state_dir = \"state\"\nkey_file = \"master.key\"\n\n[target]\npath = {:?}\n\n[web]\n\
+             data_volumes = [{:?}]\n",
+            s.dir.path().join("nowhere").to_str().unwrap(),
+            s.dir.path().to_str().unwrap(),
         ),
-        "",
-    );
-    let mut config = std::fs::read_to_string(&s.config).unwrap();
-    config.push_str(&format!(
-        "\n[[share]]\nname = \"photos\"\npath = {:?}\nretention = {{ last = 100 }}\n",
-        photos.to_str().unwrap()
-    ));
-    std::fs::write(&s.config, config).unwrap();
+    )
+    .unwrap();
     let srv = start_serve(&s);
 
     let shots = screenshot_dir();
@@ -186,6 +180,15 @@ fn admin_page_in_headless_chromium() {
         .env("OFFSITE_SSH_USER", &sshd.user)
         .env("OFFSITE_SSH_PATH", &s.target)
         .env("OFFSITE_SSH_FINGERPRINT", sshd.host_fingerprint())
+        .env("OFFSITE_AUTHORIZED_KEYS", &sshd.authorized_keys)
+        .env(
+            "OFFSITE_SHARE_DIRS",
+            format!(
+                "docs={},photos={}",
+                s.share.to_str().unwrap(),
+                photos.to_str().unwrap()
+            ),
+        )
         .env("OFFSITE_CHROMIUM", CHROMIUM)
         .stdin(Stdio::null())
         .output()

@@ -10,15 +10,16 @@
 //! | `GET /api/status` | yes | no | running run and its counters, next runs, last result |
 //! | `GET /api/events` | yes | no | the service's events as server-sent events |
 //! | `GET /api/history` | yes | no | the last run reports |
+//! | `GET /api/log` | yes | no | the service's last log lines |
 //! | `POST /api/run` | yes | yes | run now (`{shares}`) |
 //! | `POST /api/cancel` | yes | yes | cancel the run in progress |
+//! | `POST /api/notify/test` | yes | yes | a test notification through `[notify]` → `{ok}` or `{error}` |
 //! | `GET /api/shares` | yes | no | the config's shares and data volumes (restore screen) |
 //! | `GET /api/snapshots?share=` | yes | no | a share's snapshots, newest first (id, time, files, bytes) |
 //! | `GET /api/ls?share=&snapshot=&path=` | yes | no | one folder of a snapshot, plaintext names |
 //! | `GET /api/download?share=&snapshot=&path=` | yes | no | a file as itself, a folder as a tar stream |
 //! | `POST /api/restore` | yes | yes | restore into a folder in a data volume (`{share, snapshot, paths, to, overwrite}`) → `{job}` |
 //! | `GET /api/restore/JOB` | yes | no | a restore's progress, outcome and per-file problems |
-//! | `POST /api/notify/test` | yes | yes | a test notification through `[notify]` → `{ok}` or `{error}` |
 //!
 //! Every response carries a strict Content-Security-Policy (same origin only, no inline script), no framing
 //! and no caching of API answers.
@@ -65,6 +66,9 @@ pub struct Running {
     pub slot: String,
     pub shares: Vec<String>,
     pub progress: BTreeMap<String, backup::progress::Counters>,
+    /// Files the last good run of these shares had (the walk streams, so this run's total is unknown
+    /// until it ends): the page's progress bar measures against it.
+    pub expected_files: Option<u64>,
 }
 
 impl Status {
@@ -79,6 +83,7 @@ impl Status {
                     slot: slot.clone(),
                     shares: shares.clone(),
                     progress: BTreeMap::new(),
+                    expected_files: None,
                 });
             }
             Event::Progress { share, counters } => {
@@ -103,7 +108,12 @@ pub struct App {
     pub status: Mutex<Status>,
     /// The key file's passphrase, if it has one.
     pub passphrase: Option<Vec<u8>>,
+    /// The last lines of the service's log (its events, as `offsite serve` prints them).
+    pub log: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Lines the log view keeps.
+pub const LOG_LINES: usize = 300;
 
 impl App {
     /// The config in force (the page's settings change it).
@@ -268,12 +278,56 @@ async fn post_logout(State(app): State<Shared>, headers: HeaderMap) -> Response 
     with_cookie("", 0, StatusCode::NO_CONTENT.into_response())
 }
 
+/// Per share: when it last made a snapshot (run ok or partial) and with how many files.
+#[derive(Serialize)]
+struct ShareGlance {
+    name: String,
+    last_success: Option<String>,
+    last_files: Option<u64>,
+}
+
 async fn get_status(State(app): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = session(&app, &headers) {
         return r.into_response();
     }
-    let s = lock(&app.status).clone();
-    Json(s).into_response()
+    let mut s = lock(&app.status).clone();
+    let config = app.config();
+    let reports = recent_reports(&app.state_dir, 100);
+    let shares: Vec<ShareGlance> = config
+        .shares
+        .iter()
+        .map(|sh| {
+            let good = reports.iter().find_map(|r| {
+                let rep = r["shares"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["share"] == sh.name.as_str())?;
+                matches!(rep["status"].as_str(), Some("ok" | "partial")).then(|| {
+                    (
+                        r["started"].as_str().unwrap_or_default().to_owned(),
+                        rep["counters"]["files"].as_u64(),
+                    )
+                })
+            });
+            ShareGlance {
+                name: sh.name.clone(),
+                last_success: good.as_ref().map(|g| g.0.clone()),
+                last_files: good.and_then(|g| g.1),
+            }
+        })
+        .collect();
+    if let Some(r) = &mut s.running {
+        let expected: u64 = shares
+            .iter()
+            .filter(|g| r.shares.is_empty() || r.shares.contains(&g.name))
+            .filter_map(|g| g.last_files)
+            .sum();
+        r.expected_files = (expected > 0).then_some(expected);
+    }
+    let mut v = serde_json::to_value(&s).unwrap_or_default();
+    v["shares"] = serde_json::to_value(&shares).unwrap_or_default();
+    v["key_missing"] = (!config.key_file.exists()).into();
+    Json(v).into_response()
 }
 
 async fn get_events(State(app): State<Shared>, headers: HeaderMap) -> Response {
@@ -290,12 +344,9 @@ async fn get_events(State(app): State<Shared>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-/// The newest run reports (at most 50), newest first.
-async fn get_history(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = session(&app, &headers) {
-        return r.into_response();
-    }
-    let dir = app.state_dir.join("reports");
+/// The newest run reports (at most `n`), newest first.
+fn recent_reports(state_dir: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let dir = state_dir.join("reports");
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|r| {
             r.filter_map(|e| e.ok().map(|e| e.path()))
@@ -305,13 +356,29 @@ async fn get_history(State(app): State<Shared>, headers: HeaderMap) -> Response 
         .unwrap_or_default();
     names.sort();
     names.reverse();
-    let reports: Vec<serde_json::Value> = names
+    names
         .iter()
-        .take(50)
+        .take(n)
         .filter_map(|p| std::fs::read(p).ok())
         .filter_map(|b| serde_json::from_slice(&b).ok())
-        .collect();
-    Json(reports).into_response()
+        .collect()
+}
+
+/// The newest run reports (at most 50), newest first.
+async fn get_history(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = session(&app, &headers) {
+        return r.into_response();
+    }
+    Json(recent_reports(&app.state_dir, 50)).into_response()
+}
+
+/// The service's recent log lines, oldest first.
+async fn get_log(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = session(&app, &headers) {
+        return r.into_response();
+    }
+    let lines: Vec<String> = lock(&app.log).iter().cloned().collect();
+    Json(serde_json::json!({ "lines": lines })).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -426,8 +493,10 @@ pub fn router(app: Shared) -> Router {
         .route("/api/status", get(get_status))
         .route("/api/events", get(get_events))
         .route("/api/history", get(get_history))
+        .route("/api/log", get(get_log))
         .route("/api/run", post(post_run))
         .route("/api/cancel", post(post_cancel))
+        .merge(crate::settings::routes(app.clone()))
         .merge(crate::restore_api::routes())
         .merge(crate::notify_api::routes())
         .layer(axum::middleware::from_fn(security_headers))

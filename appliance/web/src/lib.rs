@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 mod notify_api;
 mod restore_api;
+mod settings;
 pub mod tls;
 
 pub use api::{App, Status};
@@ -79,19 +80,32 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
         state_dir: opts.state_dir.clone(),
         status: Mutex::new(status),
         passphrase: opts.passphrase.clone(),
+        log: Mutex::new(std::collections::VecDeque::new()),
     });
     // The status follows the service's events.
     let mut events = service.subscribe();
     let weak = Arc::downgrade(&app);
+    let tz = jiff::tz::TimeZone::system();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(e) => match weak.upgrade() {
-                    Some(app) => app
-                        .status
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .apply(&e),
+                    Some(app) => {
+                        app.status
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .apply(&e);
+                        if let Some(line) = e.describe(&tz) {
+                            let stamp = jiff::Zoned::now()
+                                .with_time_zone(tz.clone())
+                                .strftime("%Y-%m-%d %H:%M:%S");
+                            let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());
+                            if log.len() == api::LOG_LINES {
+                                log.pop_front();
+                            }
+                            log.push_back(format!("{stamp} {line}"));
+                        }
+                    }
                     None => return,
                 },
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
