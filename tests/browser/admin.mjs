@@ -15,6 +15,9 @@
 //                        key there, as the owner does on the server
 //   OFFSITE_SHARE_DIRS   comma-separated NAME=PATH of the shares the Settings steps add (the first through
 //                        the folder picker, the others typed)
+//   OFFSITE_RESTORE_FILE a file of the first share (path relative to it, ASCII) the Restore steps download
+//   OFFSITE_RESTORE_DIR  a top-level folder of the first share the Restore steps restore into OFFSITE_RESTORE_TO
+//   OFFSITE_RESTORE_TO   a folder inside a data volume (need not exist)
 //   OFFSITE_CHROMIUM     the browser (default /usr/bin/chromium)
 //   OFFSITE_RUN_TIMEOUT_MS  how long a backup started from the page may take (default 120000)
 //
@@ -34,7 +37,7 @@
 // the page's message line then shows an error, unless it is declared with `{ error: true }`.
 
 import { chromium } from "playwright-core";
-import { appendFileSync, mkdtempSync, mkdirSync, rmSync, readdirSync } from "node:fs";
+import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -54,6 +57,9 @@ const env = {
     fingerprint: process.env.OFFSITE_SSH_FINGERPRINT || "",
     authorizedKeys: process.env.OFFSITE_AUTHORIZED_KEYS || "",
   },
+  restoreFile: process.env.OFFSITE_RESTORE_FILE || "",
+  restoreDir: process.env.OFFSITE_RESTORE_DIR || "",
+  restoreTo: process.env.OFFSITE_RESTORE_TO || "",
   shareDirs: (process.env.OFFSITE_SHARE_DIRS || "").split(",").filter(Boolean).map((x) => {
     const i = x.indexOf("=");
     return { name: x.slice(0, i), path: x.slice(i + 1) };
@@ -361,9 +367,53 @@ step("report", async (t) => {
 });
 
 // ---------------------------------------------------------------------------------------------------------
-// Restore screen (web-ui/restore.js, ids prefixed restore-): browse snapshots and folders, download a
-// file, restore a folder. Steps go here (the backup steps above leave one snapshot per share).
+// Restore screen (web-ui/restore.js): browse the snapshot the backup steps made, download a file (compared
+// with the share's own), restore a folder to the box (compared by browser.rs afterwards, whole).
 // ---------------------------------------------------------------------------------------------------------
+const entry = (name) => `#restore-list li.restore-entry:has(.restore-name:text-is("${name}"))`;
+
+step("restore-browse", async (t) => {
+  const share = t.env.shareDirs[0];
+  await t.page.click("#tabs [data-screen=restore]");
+  await onlyScreen(t, "restore");
+  await t.page.selectOption("#restore-share", share.name);
+  await t.visible(entry(t.env.restoreDir + "/"));
+  const snapshots = await t.page.locator("#restore-snapshot option").count();
+  t.check(snapshots === 1, `the share has ${snapshots} snapshots in the list, not 1`);
+  // Into a folder and back, by the breadcrumbs.
+  await t.page.click(entry(t.env.restoreDir + "/") + " button.restore-dir");
+  await t.text("#restore-crumbs", new RegExp(t.env.restoreDir));
+  await t.visible("#restore-list li.restore-entry");
+  await t.page.click("#restore-crumb-root");
+  await t.visible(entry(t.env.restoreFile));
+});
+
+step("restore-download-file", async (t) => {
+  const share = t.env.shareDirs[0];
+  await t.page.check(entry(t.env.restoreFile) + " input.restore-check");
+  await t.text("#restore-selected", /^1 selected$/);
+  const [download] = await Promise.all([
+    t.page.waitForEvent("download", { timeout: UI_TIMEOUT }),
+    t.page.click("#restore-download"),
+  ]);
+  const failure = await download.failure();
+  t.check(!failure, `the download failed: ${failure}`);
+  t.check(download.suggestedFilename() === t.env.restoreFile.split("/").pop(),
+    `the download is named ${download.suggestedFilename()}`);
+  const got = readFileSync(await download.path());
+  const want = readFileSync(share.path + "/" + t.env.restoreFile);
+  t.check(Buffer.compare(got, want) === 0, `the downloaded file differs (${got.length} vs ${want.length} bytes)`);
+  await t.page.uncheck(entry(t.env.restoreFile) + " input.restore-check");
+});
+
+step("restore-folder-to-box", async (t) => {
+  await t.page.check(entry(t.env.restoreDir + "/") + " input.restore-check");
+  await t.page.fill("#restore-to", t.env.restoreTo);
+  await t.page.click("#restore-start");
+  await t.text("#restore-status", /^Restored \d+ files .* Everything verified\.$/, t.env.runTimeout);
+  const problems = await t.page.locator("#restore-problems li").count();
+  t.check(problems === 0, `the restore reports ${problems} problems`);
+});
 
 // --- the runner ------------------------------------------------------------------------------------------
 function fail(text) {

@@ -165,6 +165,7 @@ fn admin_page_in_headless_chromium() {
     .unwrap();
     let srv = start_serve(&s);
 
+    let restored = s.dir.path().join("restored");
     let shots = screenshot_dir();
     println!("browser test: screenshots go to {}", shots.display());
     let started = Instant::now();
@@ -181,6 +182,9 @@ fn admin_page_in_headless_chromium() {
         .env("OFFSITE_SSH_PATH", &s.target)
         .env("OFFSITE_SSH_FINGERPRINT", sshd.host_fingerprint())
         .env("OFFSITE_AUTHORIZED_KEYS", &sshd.authorized_keys)
+        .env("OFFSITE_RESTORE_FILE", "report.txt")
+        .env("OFFSITE_RESTORE_DIR", "deep")
+        .env("OFFSITE_RESTORE_TO", &restored)
         .env(
             "OFFSITE_SHARE_DIRS",
             format!(
@@ -239,5 +243,12 @@ fn admin_page_in_headless_chromium() {
             .count();
         assert_eq!(complete, 1, "complete snapshots of {share} on the target");
     }
+    // The folder restored from the page is the share's folder, byte for byte.
+    assert!(passed.iter().any(|p| p.ends_with("-restore-folder-to-box")));
+    assert_eq!(
+        tree_map(&restored.join("deep"), &|_| false),
+        expected(&s.share.join("deep"), &|_| false),
+        "the folder restored from the page"
+    );
     println!("browser test: screenshots in {}", shots.display());
 }
