@@ -1226,3 +1226,89 @@ async fn get_job(
         .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_percent_encoded() {
+        for b in [
+            b"a b/c%d\xff\xfe\n+x".as_slice(),
+            b"plain/x.txt",
+            b"\xc3\x9cber".as_slice(),
+        ] {
+            let e = enc(b);
+            assert!(
+                e.is_ascii() && !e.contains(['&', '=', '+', ' ', '#']),
+                "{e}"
+            );
+            assert_eq!(unpercent(e.as_bytes(), true).unwrap(), b);
+            assert_eq!(unpercent(e.as_bytes(), false).unwrap(), b);
+        }
+        assert_eq!(unpercent(b"a+b", true).unwrap(), b"a b");
+        assert_eq!(unpercent(b"a+b", false).unwrap(), b"a+b");
+        for bad in [b"%zz".as_slice(), b"%4", b"x%"] {
+            assert!(unpercent(bad, false).is_err());
+        }
+    }
+
+    #[test]
+    fn download_names_are_safe_in_the_header() {
+        let d = disposition(b"r\xc3\xa9sum\xc3\xa9 \"x\";\r\n.pdf");
+        assert!(
+            d.starts_with("attachment; filename=\"r_sum_ _x____.pdf\""),
+            "{d}"
+        );
+        assert!(
+            d.contains("filename*=UTF-8''r%C3%A9sum%C3%A9%20%22x%22%3B%0D%0A.pdf"),
+            "{d}"
+        );
+        assert!(HeaderValue::from_str(&d).is_ok());
+        assert_eq!(disposition(b"\xff.tar"), "attachment; filename=\"_.tar\"");
+        assert!(disposition(b"...").starts_with("attachment; filename=\"download\""));
+    }
+
+    #[test]
+    fn destinations_stay_inside_the_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("vol");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(vol.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, vol.join("escape")).unwrap();
+        std::os::unix::fs::symlink(vol.join("a"), dir.path().join("into-vol")).unwrap();
+        std::fs::write(vol.join("file"), b"x").unwrap();
+        let vols = [vol.clone()];
+        let real = std::fs::canonicalize(&vol).unwrap();
+        let to = |p: &Path| p.to_str().unwrap().to_owned();
+        assert_eq!(
+            resolve_destination(&vols, &to(&vol.join("a/new/deeper"))).unwrap(),
+            real.join("a/new/deeper")
+        );
+        assert_eq!(resolve_destination(&vols, &to(&vol)).unwrap(), real);
+        // A symlink from outside into a volume is fine: the resolved place is inside.
+        assert_eq!(
+            resolve_destination(&vols, &to(&dir.path().join("into-vol/x"))).unwrap(),
+            real.join("a/x")
+        );
+        for (p, code) in [
+            (to(&outside), StatusCode::FORBIDDEN),
+            (to(&vol.join("escape")), StatusCode::FORBIDDEN),
+            (to(&vol.join("escape/x/y")), StatusCode::FORBIDDEN),
+            (format!("{}/../outside", to(&vol)), StatusCode::BAD_REQUEST),
+            (format!("{}/./a", to(&vol)), StatusCode::BAD_REQUEST),
+            ("vol/a".to_owned(), StatusCode::BAD_REQUEST),
+            (to(&vol.join("file")), StatusCode::BAD_REQUEST),
+            (to(&vol.join("file/x")), StatusCode::BAD_REQUEST),
+        ] {
+            let e = resolve_destination(&vols, &p).unwrap_err();
+            assert_eq!(e.code, code, "{p}: {}", e.message);
+            assert!(e.message.contains("restore folder"), "{}", e.message);
+        }
+        assert_eq!(
+            resolve_destination(&[], &to(&vol)).unwrap_err().code,
+            StatusCode::FORBIDDEN
+        );
+    }
+}
