@@ -219,6 +219,8 @@
     } finally {
       st.polling = false;
       updateActions();
+      // The outcome is in the restore's own status line now.
+      if ($("message").textContent === "Restore started.") say("");
     }
   }
 

@@ -20,9 +20,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
+use common::web::*;
 use common::*;
 use testpeers::TestSshd;
 
@@ -66,68 +67,6 @@ fn missing_tools(browser_dir: &Path) -> Vec<String> {
     missing
 }
 
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    base: String,
-    setup_code: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `offsite serve` on a free loopback port (as in serve.rs): killed when dropped.
-fn start_serve(s: &Setup) -> Serve {
-    let port = free_port();
-    let mut text = std::fs::read_to_string(&s.config).unwrap();
-    text = text.replacen(
-        "[web]\n",
-        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\n"),
-        1,
-    );
-    std::fs::write(&s.config, text).unwrap();
-    let log = s.dir.path().join("serve.log");
-    let child = offsite()
-        .args(["serve", "--config"])
-        .arg(&s.config)
-        .env("OFFSITE_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut srv = Serve {
-        child,
-        log,
-        base: format!("https://127.0.0.1:{port}"),
-        setup_code: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&srv.log).unwrap_or_default();
-        if let Some(code) = text
-            .lines()
-            .find_map(|l| l.split("with the setup code ").nth(1))
-        {
-            srv.setup_code = code.trim().to_owned();
-            return srv;
-        }
-        assert!(Instant::now() < deadline, "serve did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn admin_page_in_headless_chromium() {
     let browser_dir = workspace().join("tests/browser");
@@ -163,7 +102,7 @@ fn admin_page_in_headless_chromium() {
         ),
     )
     .unwrap();
-    let srv = start_serve(&s);
+    let srv = start_serve(&s, "");
 
     let restored = s.dir.path().join("restored");
     let shots = screenshot_dir();

@@ -8,84 +8,22 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::web::*;
 use common::*;
-
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    base: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A config with a folder target at `target` (which may not exist), the page on a free port and
 /// `notify` as its `[notify]` table body; serve started; logged in: (serve, cookie jar, CSRF header).
 fn start(s: &Setup, target: &Path, notify: &str) -> (Serve, PathBuf, String) {
     s.write_config(&format!("path = {:?}", target.to_str().unwrap()), "");
-    let port = free_port();
-    let text = std::fs::read_to_string(&s.config).unwrap().replacen(
-        "[[share]]",
-        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\n\n[notify]\n{notify}\n\n[[share]]"),
-        1,
-    );
-    std::fs::write(&s.config, text).unwrap();
-    let log = s.dir.path().join("serve.log");
-    let child = offsite()
-        .args(["serve", "--config"])
-        .arg(&s.config)
-        .env("OFFSITE_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let srv = Serve {
-        child,
-        log,
-        base: format!("https://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        let text = std::fs::read_to_string(&srv.log).unwrap_or_default();
-        if let Some(code) = text
-            .lines()
-            .find_map(|l| l.split("with the setup code ").nth(1))
-        {
-            break code.trim().to_owned();
-        }
-        assert!(Instant::now() < deadline, "serve did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, format!("{text}\n[notify]\n{notify}\n")).unwrap();
+    let srv = start_serve(s, "");
     let jar = s.dir.path().join("jar");
-    let (status, body) = curl(
-        &srv,
-        &jar,
-        "POST",
-        "/api/setup",
-        &[],
-        Some(&format!(
-            "{{\"code\":\"{code}\",\"password\":\"correct horse battery staple\"}}"
-        )),
-    );
-    assert_eq!(status, 200, "{body}");
-    let csrf = json(&body)["csrf"].as_str().unwrap().to_owned();
-    (srv, jar, format!("x-csrf-token: {csrf}"))
+    let csrf = first_login(&srv, &jar);
+    (srv, jar, csrf)
 }
 
 /// One request with curl: (status, body).
@@ -97,26 +35,8 @@ fn curl(
     headers: &[String],
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut c = Command::new("curl");
-    c.args(["-sk", "-X", method, "-w", "\n%{http_code}", "-b"])
-        .arg(jar)
-        .arg("-c")
-        .arg(jar)
-        .arg(format!("{}{path}", s.base));
-    for h in headers {
-        c.args(["-H", h]);
-    }
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "--data-binary", b]);
-    }
-    let out = c.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    let r = request(s, jar, method, path, headers, body);
+    (r.status, r.text())
 }
 
 /// Starts a run by hand and waits for it to end (the history has `runs` reports, nothing runs):

@@ -5,77 +5,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::web::*;
 use common::*;
 
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    base: String,
-    setup_code: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(s: &Setup) -> Serve {
-    start_with(s, "")
-}
-
-/// Starts `offsite serve` on a free loopback port; `web` adds lines to the config's `[web]`.
-fn start_with(s: &Setup, web: &str) -> Serve {
-    let port = free_port();
-    let mut text = std::fs::read_to_string(&s.config).unwrap();
-    text = text.replacen(
-        "[[share]]",
-        &format!("[web]\nlisten = \"127.0.0.1:{port}\"\n{web}\n\n[[share]]"),
-        1,
-    );
-    std::fs::write(&s.config, text).unwrap();
-    let log = s.dir.path().join("serve.log");
-    let child = offsite()
-        .args(["serve", "--config"])
-        .arg(&s.config)
-        .env("OFFSITE_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    // Killed and reaped by Drop, also when an assertion fails.
-    let mut srv = Serve {
-        child,
-        log,
-        base: format!("https://127.0.0.1:{port}"),
-        setup_code: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&srv.log).unwrap_or_default();
-        if let Some(code) = text
-            .lines()
-            .find_map(|l| l.split("with the setup code ").nth(1))
-        {
-            srv.setup_code = code.trim().to_owned();
-            return srv;
-        }
-        assert!(Instant::now() < deadline, "serve did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    start_serve(s, "")
 }
 
 /// One request with curl: (status, response headers, body). `jar` keeps the cookies.
@@ -87,31 +25,8 @@ fn curl(
     headers: &[String],
     body: Option<&str>,
 ) -> (u16, String, String) {
-    let mut c = Command::new("curl");
-    c.args(["-sk", "-X", method, "-D", "-", "-b"])
-        .arg(jar)
-        .arg("-c")
-        .arg(jar)
-        .arg(format!("{}{path}", s.base));
-    for h in headers {
-        c.args(["-H", h]);
-    }
-    if let Some(b) = body {
-        c.args(["-H", "content-type: application/json", "--data-binary", b]);
-    }
-    let out = c.output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_owned(), body.to_owned())
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    let r = request(s, jar, method, path, headers, body);
+    (r.status, r.head.clone(), r.text())
 }
 
 #[test]
@@ -337,23 +252,6 @@ fn setup_sessions_csrf_brake_run_now_and_no_secrets() {
     assert!(log.contains("failed login from 127.0.0.1"), "{log}");
 }
 
-/// Logs in through the first-run setup; returns the CSRF header to send with changes.
-fn first_login(srv: &Serve, jar: &Path) -> String {
-    let (code, _, body) = curl(
-        srv,
-        jar,
-        "POST",
-        "/api/setup",
-        &[],
-        Some(&format!(
-            "{{\"code\":\"{}\",\"password\":\"a long enough password\"}}",
-            srv.setup_code
-        )),
-    );
-    assert_eq!(code, 200, "{body}");
-    format!("x-csrf-token: {}", json(&body)["csrf"].as_str().unwrap())
-}
-
 /// The page's settings, from a box without a key to a nightly backup over SSH: create the key (its
 /// recovery text shown once), point the target at a real sshd, make the box's SSH key and authorize
 /// it there, trust the host key the user was shown (and no other), choose a share inside the data
@@ -367,7 +265,7 @@ fn settings_take_a_new_box_to_a_backup_over_ssh() {
     s.local_config("");
     std::fs::remove_file(&s.key).unwrap();
     let volume = s.dir.path();
-    let srv = start_with(
+    let srv = start_serve(
         &s,
         &format!("data_volumes = [{:?}]", volume.to_str().unwrap()),
     );
@@ -681,18 +579,7 @@ fn serve_without_config_runs_the_demo() {
         base: format!("https://127.0.0.1:{port}"),
         setup_code: String::new(),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while srv.setup_code.is_empty() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(code) = text
-            .lines()
-            .find_map(|l| l.split("with the setup code ").nth(1))
-        {
-            srv.setup_code = code.trim().to_owned();
-        }
-        assert!(Instant::now() < deadline, "serve did not start: {text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    srv.setup_code = wait_setup_code(&log);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("wrote the demo config"), "{text}");
     assert!(text.contains("no master key yet"), "{text}");

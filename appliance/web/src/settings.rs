@@ -22,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -54,6 +54,14 @@ async fn change_config(
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e))?;
     tracing::info!("web: settings saved to {}", config.file.display());
     Ok(app.config())
+}
+
+/// The answer to a change: the saved settings, or why not.
+fn saved(app: &App, result: Result<Arc<Config>, Response>) -> Response {
+    match result {
+        Ok(c) => Json(view(app, &c)).into_response(),
+        Err(r) => r,
+    }
 }
 
 fn lossy(p: &Path) -> String {
@@ -218,10 +226,7 @@ fn view(app: &App, c: &Config) -> ConfigView {
     }
 }
 
-async fn get_config(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = session(&app, &headers) {
-        return r.into_response();
-    }
+async fn get_config(State(app): State<Shared>) -> Response {
     let c = app.config();
     Json(view(&app, &c)).into_response()
 }
@@ -235,14 +240,7 @@ struct KeyBody {
     text: Option<String>,
 }
 
-async fn post_key(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Json(b): Json<KeyBody>,
-) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn post_key(State(app): State<Shared>, Json(b): Json<KeyBody>) -> Response {
     let _guard = WRITING.lock().await;
     let config = app.config();
     if config.key_file.exists() {
@@ -327,14 +325,7 @@ fn ssh_dir(c: &Config) -> PathBuf {
     c.state_dir.join("ssh")
 }
 
-async fn put_target(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Json(b): Json<TargetBody>,
-) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn put_target(State(app): State<Shared>, Json(b): Json<TargetBody>) -> Response {
     let result = change_config(&app, |c| {
         let host = b
             .host
@@ -382,10 +373,7 @@ async fn put_target(
         Ok(())
     })
     .await;
-    match result {
-        Ok(c) => Json(view(&app, &c)).into_response(),
-        Err(r) => r,
-    }
+    saved(&app, result)
 }
 
 // ---- /api/ssh-key -------------------------------------------------------------------------------
@@ -432,10 +420,7 @@ fn ssh_key_view(c: &Config) -> serde_json::Value {
     })
 }
 
-async fn get_ssh_key(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = session(&app, &headers) {
-        return r.into_response();
-    }
+async fn get_ssh_key(State(app): State<Shared>) -> Response {
     Json(ssh_key_view(&app.config())).into_response()
 }
 
@@ -445,14 +430,7 @@ struct SshKeyBody {
     replace: bool,
 }
 
-async fn post_ssh_key(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    body: Option<Json<SshKeyBody>>,
-) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn post_ssh_key(State(app): State<Shared>, body: Option<Json<SshKeyBody>>) -> Response {
     let replace = body.map(|b| b.0.replace).unwrap_or(false);
     let _guard = WRITING.lock().await;
     let c = app.config();
@@ -535,10 +513,7 @@ fn status_name(s: &offsite_ssh::HostKeyStatus) -> (&'static str, Option<String>)
     }
 }
 
-async fn post_host_key_test(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn post_host_key_test(State(app): State<Shared>) -> Response {
     let c = app.config();
     let target = match ssh_target(&c) {
         Ok(t) => t,
@@ -594,14 +569,7 @@ struct TrustBody {
     replace: bool,
 }
 
-async fn post_host_key_trust(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Json(b): Json<TrustBody>,
-) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn post_host_key_trust(State(app): State<Shared>, Json(b): Json<TrustBody>) -> Response {
     let _guard = WRITING.lock().await;
     let c = app.config();
     let target = match ssh_target(&c) {
@@ -725,14 +693,7 @@ struct SharesBody {
     shares: Vec<ShareView>,
 }
 
-async fn put_shares(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Json(b): Json<SharesBody>,
-) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn put_shares(State(app): State<Shared>, Json(b): Json<SharesBody>) -> Response {
     let result = change_config(&app, |c| {
         let jitter = c.schedule.policy.window.jitter_minutes;
         let mut shares = Vec::with_capacity(b.shares.len());
@@ -788,10 +749,7 @@ async fn put_shares(
         Ok(())
     })
     .await;
-    match result {
-        Ok(c) => Json(view(&app, &c)).into_response(),
-        Err(r) => r,
-    }
+    saved(&app, result)
 }
 
 #[derive(Deserialize)]
@@ -800,14 +758,7 @@ struct BrowseQuery {
     path: Option<String>,
 }
 
-async fn get_browse(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<BrowseQuery>,
-) -> Response {
-    if let Err(r) = session(&app, &headers) {
-        return r.into_response();
-    }
+async fn get_browse(State(app): State<Shared>, Query(q): Query<BrowseQuery>) -> Response {
     let c = app.config();
     let volumes: Vec<String> = c
         .web
@@ -842,14 +793,7 @@ async fn get_browse(
 
 // ---- PUT /api/schedule, PUT /api/notify ---------------------------------------------------------
 
-async fn put_schedule(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Json(b): Json<ScheduleView>,
-) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn put_schedule(State(app): State<Shared>, Json(b): Json<ScheduleView>) -> Response {
     let result = change_config(&app, |c| {
         if b.jitter_minutes > 180 {
             return Err("schedule.jitter_minutes: at most 180".into());
@@ -866,10 +810,7 @@ async fn put_schedule(
         Ok(())
     })
     .await;
-    match result {
-        Ok(c) => Json(view(&app, &c)).into_response(),
-        Err(r) => r,
-    }
+    saved(&app, result)
 }
 
 #[derive(Deserialize)]
@@ -885,14 +826,7 @@ struct NotifyBody {
     smtp_password: Option<String>,
 }
 
-async fn put_notify(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Json(b): Json<NotifyBody>,
-) -> Response {
-    if let Err(r) = session_and_csrf(&app, &headers) {
-        return r.into_response();
-    }
+async fn put_notify(State(app): State<Shared>, Json(b): Json<NotifyBody>) -> Response {
     let result = change_config(&app, |c| {
         let webhook = b
             .webhook
@@ -950,10 +884,7 @@ async fn put_notify(
         Ok(())
     })
     .await;
-    match result {
-        Ok(c) => Json(view(&app, &c)).into_response(),
-        Err(r) => r,
-    }
+    saved(&app, result)
 }
 
 /// A secret file: mode 0600 from the start, replaced atomically.
@@ -969,15 +900,20 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Turns away requests without a session before their body is read (a bad body must not answer
-/// anything but 401 to a stranger).
+/// Every settings route needs the session, and every one but `GET` its CSRF token too; checked before
+/// the body is read, so a stranger's request gets nothing but 401 (or 403), whatever its body.
 async fn require_session(
     State(app): State<Shared>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match session(&app, req.headers()) {
-        Ok(_) => next.run(req).await,
+    let checked = if req.method() == axum::http::Method::GET {
+        session(&app, req.headers()).map(|_| ())
+    } else {
+        session_and_csrf(&app, req.headers())
+    };
+    match checked {
+        Ok(()) => next.run(req).await,
         Err(d) => d.into_response(),
     }
 }

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod web;
+
 pub fn offsite() -> Command {
     Command::new(env!("CARGO_BIN_EXE_offsite"))
 }
