@@ -72,8 +72,13 @@ function renderStatus(s) {
     const ok = sh.last_success ? "last success " + when(sh.last_success) : "no successful run yet";
     glance.append(el("p", { className: "share-glance" }, el("b", {}, sh.name), ": " + ok));
   }
+  const space = s.remote_space || {};
+  if (space.free_bytes !== null && space.free_bytes !== undefined) {
+    glance.append(el("p", { id: "remote-space" }, "Target: " + human(space.free_bytes) + " free"));
+  } else if (space.note) {
+    glance.append(el("p", { id: "remote-space", className: "note" }, "Target space: " + space.note));
+  }
   if (s.key_missing) glance.append(el("p", { className: "failed" }, "No encryption key yet: create or import it under Settings."));
-  if (s.host_key_problem) glance.append(el("p", { className: "failed" }, s.host_key_problem));
   const running = s.running;
   $("bar").hidden = !running;
   $("cancel").hidden = !running;

@@ -247,3 +247,56 @@ impl rsync_wire::ContentSource for NoContent {
         )))
     }
 }
+
+/// Free bytes where the target keeps its backups, when the target tells: a folder target by `statvfs`,
+/// an SSH target by running `df -Pk` there. rsync itself has no such question, and a key restricted to
+/// `rrsync` may run nothing else: then `Ok(None)`.
+pub async fn free_space(t: &TargetConfig) -> Result<Option<u64>, Error> {
+    let Some(host) = &t.host else {
+        let path = std::path::Path::new(&t.path);
+        let st = rustix::fs::statvfs(path)
+            .map_err(|e| Error::new(format!("free space of {}", path.display()), e))?;
+        return Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)));
+    };
+    let Target::Ssh { ssh, .. } = remote_target(t) else {
+        return Ok(None);
+    };
+    let what = || format!("asking {host} for its free space");
+    let conn = offsite_ssh::connect(&ssh)
+        .await
+        .map_err(|e| Error::new(what(), e))?;
+    let command = format!("df -Pk -- {}", offsite_ssh::shell_quote(&t.path));
+    let mut process = conn
+        .exec(&command)
+        .await
+        .map_err(|e| Error::new(what(), e))?;
+    let mut out = Vec::new();
+    if let Some(mut stdout) = process.take_stdout() {
+        use tokio::io::AsyncReadExt;
+        // A `df` line is short; a forced command that talks on is cut off.
+        let _ = (&mut stdout).take(64 * 1024).read_to_end(&mut out).await;
+    }
+    let status = process.wait().await.map_err(|e| Error::new(what(), e))?;
+    let _ = conn.close().await;
+    Ok(status.success().then(|| parse_df(&out)).flatten())
+}
+
+/// The "Available" column (KiB) of `df -Pk`'s one data line, in bytes.
+fn parse_df(out: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(out).ok()?;
+    let line = text.lines().nth(1)?;
+    let kib: u64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+#[cfg(test)]
+mod free_space_tests {
+    #[test]
+    fn df_output() {
+        let out = b"Filesystem     1024-blocks      Used Available Capacity Mounted on\n\
+                    /dev/sda1        100000000  40000000  60000000      40% /srv\n";
+        assert_eq!(super::parse_df(out), Some(60_000_000 * 1024));
+        assert_eq!(super::parse_df(b"rrsync: command not allowed\n"), None);
+        assert_eq!(super::parse_df(b""), None);
+    }
+}

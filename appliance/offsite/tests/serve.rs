@@ -483,6 +483,17 @@ fn settings_take_a_new_box_to_a_backup_over_ssh() {
     let st = wait_run();
     assert_eq!(st["last"]["status"], "ok", "{st}");
     assert!(st["shares"][0]["last_success"].is_string(), "{st}");
+    // The target's free space, asked over SSH (`df`, this key may run it) in the background.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, st) = call("GET", "/api/status", &[], None);
+        if let Some(free) = st["remote_space"]["free_bytes"].as_u64() {
+            assert!(free > 0, "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no free space: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out_dir = s.dir.path().join("restored");
     let out = offsite()
         .args(["restore", "--config"])

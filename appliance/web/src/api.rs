@@ -110,6 +110,61 @@ pub struct App {
     pub passphrase: Option<Vec<u8>>,
     /// The last lines of the service's log (its events, as `offsite serve` prints them).
     pub log: Mutex<std::collections::VecDeque<String>>,
+    /// The target's free space, as last asked.
+    pub remote_space: Mutex<RemoteSpace>,
+}
+
+/// The target's free space: asked in the background when the status is read and the last answer is
+/// older than [`RemoteSpace::MAX_AGE`] or a run has ended since.
+#[derive(Debug, Default)]
+pub struct RemoteSpace {
+    pub free_bytes: Option<u64>,
+    /// Why there is no figure (the target does not tell, or could not be asked).
+    pub note: Option<String>,
+    pub checked: Option<std::time::Instant>,
+    pub asking: bool,
+}
+
+impl RemoteSpace {
+    pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+}
+
+/// Asks the target for its free space in the background, unless an answer is fresh or a question runs.
+fn refresh_remote_space(app: &Arc<App>) {
+    {
+        let mut rs = lock(&app.remote_space);
+        let fresh = rs
+            .checked
+            .is_some_and(|t| t.elapsed() < RemoteSpace::MAX_AGE);
+        if fresh || rs.asking {
+            return;
+        }
+        rs.asking = true;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let target = app.config().target.clone();
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            backup::remote_ops::free_space(&target),
+        )
+        .await;
+        let mut rs = lock(&app.remote_space);
+        (rs.free_bytes, rs.note) = match answer {
+            Ok(Ok(Some(b))) => (Some(b), None),
+            Ok(Ok(None)) => (
+                None,
+                Some("the target does not report its free space".into()),
+            ),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (
+                None,
+                Some("the target did not answer within a minute".into()),
+            ),
+        };
+        rs.checked = Some(std::time::Instant::now());
+        rs.asking = false;
+    });
 }
 
 /// Lines the log view keeps.
@@ -324,8 +379,13 @@ async fn get_status(State(app): State<Shared>, headers: HeaderMap) -> Response {
             .sum();
         r.expected_files = (expected > 0).then_some(expected);
     }
+    refresh_remote_space(&app);
     let mut v = serde_json::to_value(&s).unwrap_or_default();
     v["shares"] = serde_json::to_value(&shares).unwrap_or_default();
+    {
+        let rs = lock(&app.remote_space);
+        v["remote_space"] = serde_json::json!({ "free_bytes": rs.free_bytes, "note": rs.note });
+    }
     v["key_missing"] = (!config.key_file.exists()).into();
     Json(v).into_response()
 }

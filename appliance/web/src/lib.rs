@@ -81,6 +81,7 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
         status: Mutex::new(status),
         passphrase: opts.passphrase.clone(),
         log: Mutex::new(std::collections::VecDeque::new()),
+        remote_space: Mutex::new(api::RemoteSpace::default()),
     });
     // The status follows the service's events.
     let mut events = service.subscribe();
@@ -95,6 +96,13 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .apply(&e);
+                        if matches!(e, service::Event::RunFinished { .. }) {
+                            // A run changes what is free on the target: ask again when next shown.
+                            app.remote_space
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .checked = None;
+                        }
                         if let Some(line) = e.describe(&tz) {
                             let stamp = jiff::Zoned::now()
                                 .with_time_zone(tz.clone())
