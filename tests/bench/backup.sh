@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 part=${PART:-files}
 cargo build --release --quiet -p offsite
-bin=$PWD/target/release/offsite
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/offsite
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/offsite-bench.XXXXXX")
 # A private sshd (sets port, user, ssh_cmd; removes $work on exit).
 source tests/bench/sshd.sh

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 big_mib=${BIG_MIB:-1024}
 small_files=${SMALL_FILES:-20000}
 cargo build --release --quiet -p offsite
-bin=$PWD/target/release/offsite
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/offsite
 work=$(mktemp -d)
 # A private sshd (sets port, user, ssh_cmd; removes $work on exit).
 source tests/bench/sshd.sh

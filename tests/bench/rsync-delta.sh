@@ -18,7 +18,7 @@ sizes=("$@")
 for t in rsync rsyncrypto openssl; do command -v $t >/dev/null || { echo "missing $t (apt-get install $t)" >&2; exit 1; }; done
 
 cargo build --release --quiet -p offsite
-bin=$PWD/target/release/offsite
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/offsite
 work=${BENCH_DIR:-$(mktemp -d)}
 trap 'rm -rf "$work"' EXIT
 cd "$work"

@@ -24,7 +24,7 @@ done
 
 echo "== 3. whole commands on files (page cache warm), wall time and peak RSS"
 cargo build --release --quiet -p offsite
-bin=$PWD/target/release/offsite
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/offsite
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 { openssl enc -aes-128-ctr -nosalt -pass pass:bench -in /dev/zero 2>/dev/null || true; } | head -c $((1 << 30)) > "$work/rand1g"

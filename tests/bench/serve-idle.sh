@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p offsite
-bin=$PWD/target/release/offsite
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/offsite
 d=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$d"' EXIT
 mkdir -p "$d/share" && echo hello > "$d/share/a.txt"
