@@ -186,10 +186,16 @@ impl KdfParams {
     fn check(&self, limits: &Limits) -> Result<(), BundleError> {
         let bad = |m: String| Err(BundleError::BadParameters(m));
         if !(1..=limits.max_p).contains(&self.p) {
-            return bad(format!("argon2id lanes {} not in 1..={}", self.p, limits.max_p));
+            return bad(format!(
+                "argon2id lanes {} not in 1..={}",
+                self.p, limits.max_p
+            ));
         }
         if !(1..=limits.max_t).contains(&self.t) {
-            return bad(format!("argon2id passes {} not in 1..={}", self.t, limits.max_t));
+            return bad(format!(
+                "argon2id passes {} not in 1..={}",
+                self.t, limits.max_t
+            ));
         }
         let min_m = 8 * self.p;
         if !(min_m..=limits.max_m_kib).contains(&self.m_kib) {
@@ -201,7 +207,11 @@ impl KdfParams {
         Ok(())
     }
 
-    fn derive(&self, passphrase: &[u8], salt: &[u8; 16]) -> Result<Zeroizing<[u8; 32]>, BundleError> {
+    fn derive(
+        &self,
+        passphrase: &[u8],
+        salt: &[u8; 16],
+    ) -> Result<Zeroizing<[u8; 32]>, BundleError> {
         let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(32))
             .map_err(|e| BundleError::BadParameters(e.to_string()))?;
         let argon =
@@ -379,8 +389,7 @@ fn check_content(b: &Bundle) -> Result<(), BundleError> {
     if b.key_text.as_ref().is_some_and(|k| k.trim().is_empty()) {
         return bad("key_text: the key file is empty");
     }
-    if b
-        .ssh_key
+    if b.ssh_key
         .as_ref()
         .is_some_and(|k| k.private_key.trim().is_empty())
     {

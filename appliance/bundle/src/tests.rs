@@ -12,11 +12,13 @@ fn sample(with_keys: bool) -> Bundle {
     Bundle {
         created: 1_790_000_000,
         box_name: "nas-livingroom".into(),
-        config_text: "state_dir = \"state\"\nkey_file = \"master.key\"\n[target]\npath = \"/b\"\n".into(),
+        config_text: "state_dir = \"state\"\nkey_file = \"master.key\"\n[target]\npath = \"/b\"\n"
+            .into(),
         key_text: with_keys.then(|| "offsite-key v1\nsuite aes\nmaster 00\n".into()),
         ssh_key: with_keys.then(|| SshKey {
-            private_key: "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
-                .into(),
+            private_key:
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+                    .into(),
             public_key: Some("ssh-ed25519 AAAA box\n".into()),
         }),
         known_hosts: Some("[backup.example]:2222 ssh-ed25519 AAAA\n".into()),
@@ -64,7 +66,10 @@ fn round_trip_without_keys() {
 #[test]
 fn debug_hides_secrets() {
     let shown = format!("{:?}", sample(true));
-    assert!(!shown.contains("master 00") && !shown.contains("BEGIN OPENSSH"), "{shown}");
+    assert!(
+        !shown.contains("master 00") && !shown.contains("BEGIN OPENSSH"),
+        "{shown}"
+    );
     assert!(shown.contains("<secret>"));
 }
 
@@ -81,7 +86,11 @@ fn short_passphrase_is_refused() {
 #[test]
 fn wrong_passphrase() {
     let sealed = seal_with(&sample(true), PASS, FAST).unwrap();
-    for p in [&b"correct horse battery "[..], b"", b"Correct horse battery"] {
+    for p in [
+        &b"correct horse battery "[..],
+        b"",
+        b"Correct horse battery",
+    ] {
         assert_eq!(
             open(&sealed, p).unwrap_err(),
             BundleError::WrongPassphraseOrTampered
@@ -133,7 +142,10 @@ fn wrong_magic() {
         m[i] ^= 0x20;
         assert_eq!(open(&m, PASS).unwrap_err(), BundleError::NotABundle);
         // Even a short prefix that is not the magic is "not a bundle", not "truncated".
-        assert_eq!(open(&m[..i + 1], PASS).unwrap_err(), BundleError::NotABundle);
+        assert_eq!(
+            open(&m[..i + 1], PASS).unwrap_err(),
+            BundleError::NotABundle
+        );
     }
     for text in [
         &b"state_dir = \"state\"\n"[..],

@@ -6,6 +6,7 @@
 //! not write some files here (listed on stderr).
 
 mod cli_backup;
+mod cli_bundle;
 mod cli_restore;
 mod cli_rsync;
 mod cli_seal;
@@ -54,6 +55,10 @@ enum Command {
     UnsealName(cli_seal::UnsealNameArgs),
     /// Copy a tree like `rsync -a`, with offsite's own rsync protocol client.
     Rsync(cli_rsync::RsyncArgs),
+    /// Write the config (and with --with-keys the master key and SSH key) into a passphrase-sealed bundle.
+    ExportBundle(cli_bundle::ExportArgs),
+    /// Check a config bundle and apply it: key files first (never replaced), the config last, atomically.
+    ImportBundle(cli_bundle::ImportArgs),
 }
 
 /// `OFFSITE_LOG=error|warn|info|debug|trace` turns the libraries' tracing logs on (stderr).
@@ -113,6 +118,8 @@ fn main() -> ExitCode {
         Command::SealName(a) => cli_seal::seal_name(a),
         Command::UnsealName(a) => cli_seal::unseal_name(a),
         Command::Rsync(a) => cli_rsync::run(a),
+        Command::ExportBundle(a) => cli_bundle::export(a),
+        Command::ImportBundle(a) => cli_bundle::import(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
