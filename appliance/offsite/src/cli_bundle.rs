@@ -326,19 +326,7 @@ fn import_inner(a: &ImportArgs, dest: &Path) -> Result<String> {
     // Shares must lie in the data volumes: the box's own when it has a config (a USB key must not widen
     // them), the bundle's on a fresh box.
     let volumes = match &old {
-        Some(o) => {
-            for (i, v) in new.web.data_volumes.iter().enumerate() {
-                if !inside(v, &o.web.data_volumes) {
-                    bail!(
-                        "{}: web.data_volumes[{i}] = {} is not inside this box's data volumes ({}); rejected",
-                        a.bundle.display(),
-                        v.display(),
-                        show(&o.web.data_volumes)
-                    );
-                }
-            }
-            &o.web.data_volumes
-        }
+        Some(o) => &o.web.data_volumes,
         None => &new.web.data_volumes,
     };
     for (i, s) in new.shares.iter().enumerate() {
@@ -350,6 +338,18 @@ fn import_inner(a: &ImportArgs, dest: &Path) -> Result<String> {
                 s.path.display(),
                 show(volumes)
             );
+        }
+    }
+    if let Some(o) = &old {
+        for (i, v) in new.web.data_volumes.iter().enumerate() {
+            if !inside(v, &o.web.data_volumes) {
+                bail!(
+                    "{}: web.data_volumes[{i}] = {} is not inside this box's data volumes ({}); rejected",
+                    a.bundle.display(),
+                    v.display(),
+                    show(&o.web.data_volumes)
+                );
+            }
         }
     }
 
@@ -417,6 +417,8 @@ fn import_inner(a: &ImportArgs, dest: &Path) -> Result<String> {
             .with_context(|| format!("writing the {} {}", f.what, f.path.display()))?;
         wrote.push(format!("{} {}", f.what, f.path.display()));
     }
+    std::fs::create_dir_all(parent_of(dest))
+        .with_context(|| format!("creating the folder of {}", dest.display()))?;
     new.save()
         .map_err(|e| anyhow!("writing the config {}: {e}", dest.display()))?;
 
