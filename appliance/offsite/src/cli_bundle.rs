@@ -97,16 +97,13 @@ pub fn export(a: ExportArgs) -> Result<()> {
     c.file = base.join("offsite.toml");
     c.state_dir = base.join(STATE_DIR);
     c.key_file = base.join(KEY_FILE);
-    let identity_name = match &config.target.identity_file {
-        Some(p) => Some(
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .filter(|n| *n != "known_hosts")
-                .unwrap_or("id_ed25519")
-                .to_owned(),
-        ),
-        None => None,
-    };
+    let identity_name = config.target.identity_file.as_ref().map(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| *n != "known_hosts")
+            .unwrap_or("id_ed25519")
+            .to_owned()
+    });
     c.target.identity_file = identity_name.as_ref().map(|n| base.join(SSH_DIR).join(n));
     c.target.known_hosts = config
         .target
