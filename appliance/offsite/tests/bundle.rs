@@ -265,6 +265,31 @@ fn rejected_bundles_change_nothing() {
     );
     assert!(!fresh_config.exists());
 
+    // A bundle cannot widen the data volumes of a box that has a config.
+    let s3 = Setup::new();
+    let wider = s3.dir.path().parent().unwrap();
+    s3.local_config(&format!(
+        "\n[web]\ndata_volumes = [{:?}, {:?}]\n",
+        s3.dir.path().to_str().unwrap(),
+        wider.to_str().unwrap()
+    ));
+    let widening = s3.dir.path().join("wider.bundle");
+    ok(&export(&s3.config, &widening, &pass, false));
+    let boxed = s3.dir.path().join("box");
+    fs::create_dir(&boxed).unwrap();
+    let box_config = boxed.join("offsite.toml");
+    let own3 = format!(
+        "state_dir = \"state\"\nkey_file = \"master.key\"\n[target]\npath = \"/elsewhere\"\n{}",
+        web(s3.dir.path())
+    );
+    fs::write(&box_config, &own3).unwrap();
+    let e = fails(&import(&box_config, &widening, &pass));
+    assert!(
+        e.contains("web.data_volumes[1]") && e.contains("not inside this box"),
+        "{e}"
+    );
+    assert_eq!(fs::read_to_string(&box_config).unwrap(), own3);
+
     // A key already on the box with other content is never replaced.
     let other = tempfile::tempdir().unwrap();
     let other_config = other.path().join("offsite.toml");
