@@ -513,15 +513,29 @@ fn status_name(s: &offsite_ssh::HostKeyStatus) -> (&'static str, Option<String>)
     }
 }
 
+/// The target's SSH settings and the host key it presents now, with where that key stands.
+async fn probe(
+    c: &Config,
+) -> Result<
+    (
+        offsite_ssh::SshTarget,
+        offsite_ssh::HostKeyInfo,
+        offsite_ssh::HostKeyStatus,
+    ),
+    Box<Response>,
+> {
+    let target = ssh_target(c).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e)))?;
+    let (info, status) = offsite_ssh::fetch_host_key(&target)
+        .await
+        .map_err(|e| Box::new(error(StatusCode::BAD_GATEWAY, &e.to_string())))?;
+    Ok((target, info, status))
+}
+
 async fn post_host_key_test(State(app): State<Shared>) -> Response {
     let c = app.config();
-    let target = match ssh_target(&c) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let (info, status) = match offsite_ssh::fetch_host_key(&target).await {
+    let (_, info, status) = match probe(&c).await {
         Ok(x) => x,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(r) => return *r,
     };
     let (name, expected) = status_name(&status);
     // With a trusted key, log in and list the remote folder: the whole path a backup takes.
@@ -572,14 +586,10 @@ struct TrustBody {
 async fn post_host_key_trust(State(app): State<Shared>, Json(b): Json<TrustBody>) -> Response {
     let _guard = WRITING.lock().await;
     let c = app.config();
-    let target = match ssh_target(&c) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
     // Fetched again: what is trusted is what the host presents now, and only if it is what the user saw.
-    let (info, status) = match offsite_ssh::fetch_host_key(&target).await {
+    let (target, info, status) = match probe(&c).await {
         Ok(x) => x,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, &e.to_string()),
+        Err(r) => return *r,
     };
     if !constant_time_eq::constant_time_eq(info.fingerprint.as_bytes(), b.fingerprint.as_bytes()) {
         return error(
