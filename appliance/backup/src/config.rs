@@ -118,6 +118,25 @@ pub struct WebConfig {
 /// Where a NAS keeps its data when `[web] data_volumes` does not say.
 pub const DEFAULT_DATA_VOLUMES: &[&str] = &["/srv", "/mnt", "/media", "/home"];
 
+/// Where `offsite serve` looks for a config bundle on a USB key (`[usb]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsbConfig {
+    pub enabled: bool,
+    /// Mount points to watch: absolute patterns where `*` matches within one path component (default
+    /// [`DEFAULT_USB_WATCH`]). Only file systems mounted on a matching folder are looked at.
+    pub watch: Vec<String>,
+}
+
+/// Where removable drives are mounted by udev rules, desktop automounters and by hand.
+pub const DEFAULT_USB_WATCH: &[&str] = &["/media/*", "/mnt/usb*", "/run/media/*/*"];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUsb {
+    enabled: Option<bool>,
+    watch: Option<Vec<Spanned<String>>>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawWeb {
@@ -198,6 +217,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub web: WebConfig,
     pub notify: NotifyConfig,
+    pub usb: UsbConfig,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +232,8 @@ struct RawConfig {
     web: RawWeb,
     #[serde(default)]
     notify: Option<Spanned<NotifyConfig>>,
+    #[serde(default)]
+    usb: RawUsb,
     #[serde(default)]
     share: Vec<Spanned<RawShare>>,
 }
@@ -528,6 +550,25 @@ impl Config {
             }
         };
 
+        let usb = UsbConfig {
+            enabled: raw.usb.enabled.unwrap_or(true),
+            watch: match raw.usb.watch {
+                None => DEFAULT_USB_WATCH.iter().map(|p| (*p).to_owned()).collect(),
+                Some(v) => {
+                    let mut out = Vec::with_capacity(v.len());
+                    for (i, p) in v.into_iter().enumerate() {
+                        let span = p.span();
+                        let p = p.into_inner();
+                        check_mount_pattern(&p).map_err(|m| {
+                            err(Some(span), Some(format!("usb.watch[{i}]")), format!("{p:?}: {m}"))
+                        })?;
+                        out.push(p);
+                    }
+                    out
+                }
+            },
+        };
+
         let mut names = HashSet::new();
         let mut shares = Vec::with_capacity(raw.share.len());
         for (i, s) in raw.share.into_iter().enumerate() {
@@ -609,6 +650,7 @@ impl Config {
             schedule,
             web,
             notify,
+            usb,
         })
     }
 
@@ -634,6 +676,22 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// A `[usb] watch` pattern: an absolute path whose components may hold `*`, `?` and `[…]`, without
+/// `.`/`..` components.
+pub fn check_mount_pattern(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err("must be an absolute path".into());
+    }
+    if p.split('/').any(|c| c == "." || c == "..") {
+        return Err("`.` and `..` are not allowed".into());
+    }
+    globset::GlobBuilder::new(p)
+        .literal_separator(true)
+        .build()
+        .map(|_| ())
+        .map_err(|e| format!("not a valid pattern: {e}"))
 }
 
 /// Pulls the key out of serde's messages ("missing field `path`", "unknown field `hots`").
@@ -742,5 +800,18 @@ mod tests {
         .unwrap_err();
         assert!(e.message.contains("twice"));
         assert_eq!(e.line, Some(9));
+        let e = parse(&format!("{BASE}[usb]\nwatch = [\"/media/*\", \"usb\"]\n")).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(6), Some("usb.watch[1]"))
+        );
+        assert!(e.message.contains("absolute"), "{e}");
+        let e = parse(&format!("{BASE}[usb]\nwatch = [\"/media/../etc\"]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("usb.watch[0]"));
+        let e = parse(&format!("{BASE}[usb]\nwatch = [\"/media/[x\"]\n")).unwrap_err();
+        assert!(e.message.contains("pattern"), "{e}");
+        let c = parse(BASE).unwrap();
+        assert!(c.usb.enabled);
+        assert_eq!(c.usb.watch, DEFAULT_USB_WATCH);
     }
 }

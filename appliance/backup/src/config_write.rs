@@ -21,7 +21,14 @@ struct OutConfig {
     web: OutWeb,
     #[serde(skip_serializing_if = "Option::is_none")]
     notify: Option<OutNotify>,
+    usb: OutUsb,
     share: Vec<OutShare>,
+}
+
+#[derive(Serialize)]
+struct OutUsb {
+    enabled: bool,
+    watch: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -183,6 +190,10 @@ impl Config {
                     .collect::<Result<_, _>>()?,
             },
             notify,
+            usb: OutUsb {
+                enabled: self.usb.enabled,
+                watch: self.usb.watch.clone(),
+            },
             share: self
                 .shares
                 .iter()
@@ -283,6 +294,9 @@ user = "nas"
 password_file = "smtp-password"
 from = "nas@example.net"
 to = ["me@example.net"]
+[usb]
+enabled = false
+watch = ["/media/*", "/run/media/*/[Bb]ackup*"]
 [[share]]
 name = "photos"
 path = "/srv/photos"
@@ -304,6 +318,8 @@ compress = false
         assert_eq!(a.schedule, b.schedule);
         assert_eq!(a.web, b.web);
         assert_eq!(a.notify, b.notify);
+        assert_eq!(a.usb, b.usb);
+        assert!(!b.usb.enabled);
         assert_eq!(a.shares.len(), b.shares.len());
         for (x, y) in a.shares.iter().zip(&b.shares) {
             assert_eq!(

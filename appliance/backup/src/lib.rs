@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //! * [`config`] — the TOML config file, validated with file, line and key in every error
+//! * [`bundle_io`] — the config bundle for a USB key: export and import
 //! * [`exclude`] — rsync-style exclude patterns, matched on bytes
 //! * [`walk`] — the depth-first share walk in a fixed order
 //! * [`index`] — the per-share index that lets unchanged files cost a `stat`
@@ -30,6 +31,7 @@
 use std::fmt;
 use std::path::Path;
 
+pub mod bundle_io;
 pub mod config;
 mod config_write;
 pub mod content;
