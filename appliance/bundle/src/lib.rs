@@ -312,13 +312,13 @@ pub fn open(bytes: &[u8], passphrase: &[u8]) -> Result<Bundle, BundleError> {
     open_with_limits(bytes, passphrase, &Limits::default())
 }
 
-/// Opens a bundle: size, magic, version and KDF parameters are checked before the key is derived; the
-/// header is authenticated with the payload; the payload must decode completely.
-pub fn open_with_limits(
-    bytes: &[u8],
-    passphrase: &[u8],
-    limits: &Limits,
-) -> Result<Bundle, BundleError> {
+/// Checks what can be checked without the passphrase (size, magic, version, KDF parameters) with the
+/// default [`Limits`]: a file that fails here is not worth asking a passphrase for.
+pub fn check_header(bytes: &[u8]) -> Result<KdfParams, BundleError> {
+    check_header_with_limits(bytes, &Limits::default())
+}
+
+fn check_header_with_limits(bytes: &[u8], limits: &Limits) -> Result<KdfParams, BundleError> {
     let size = bytes.len();
     if size > MAX_BUNDLE_LEN {
         return Err(BundleError::TooLarge {
@@ -353,6 +353,17 @@ pub fn open_with_limits(
         p: le_u32(bytes, 18),
     };
     params.check(limits)?;
+    Ok(params)
+}
+
+/// Opens a bundle: size, magic, version and KDF parameters are checked before the key is derived; the
+/// header is authenticated with the payload; the payload must decode completely.
+pub fn open_with_limits(
+    bytes: &[u8],
+    passphrase: &[u8],
+    limits: &Limits,
+) -> Result<Bundle, BundleError> {
+    let params = check_header_with_limits(bytes, limits)?;
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&bytes[22..38]);
     let mut nonce = [0u8; 24];
