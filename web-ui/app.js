@@ -79,6 +79,7 @@ function renderStatus(s) {
     glance.append(el("p", { id: "remote-space", className: "note" }, "Target space: " + space.note));
   }
   if (s.key_missing) glance.append(el("p", { className: "failed" }, "No encryption key yet: create or import it under Settings."));
+  if (s.bundle_staged) glance.append(el("p", { className: "failed", id: "bundle-waiting" }, "A config bundle from a USB key is waiting under Settings."));
   const running = s.running;
   $("bar").hidden = !running;
   $("cancel").hidden = !running;
@@ -162,7 +163,7 @@ offsite.enter = async function enter(data) {
   offsite.csrf = data.csrf;
   listen();
   const s = await api("GET", "/api/status");
-  offsite.show(s.key_missing ? "settings" : "dashboard");
+  offsite.show(s.key_missing || s.bundle_staged ? "settings" : "dashboard");
 };
 
 async function start() {
@@ -170,6 +171,7 @@ async function start() {
     b.addEventListener("click", () => { say(""); offsite.show(b.dataset.screen); });
   }
   const s = await api("GET", "/api/session");
+  $("setup-bundle").hidden = !s.bundle_waiting;
   if (s.setup_needed) return offsite.show("setup");
   if (!s.logged_in) return offsite.show("login");
   await offsite.enter(s);

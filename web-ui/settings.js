@@ -156,6 +156,7 @@
     config = await api("GET", "/api/config");
     render();
     await loadSshKey();
+    await offsite.loadBundle();
   }
   offsite.screens.settings = { load };
 

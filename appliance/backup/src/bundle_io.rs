@@ -6,7 +6,8 @@
 //! the SSH key and `known_hosts` beside the config (`state`, `master.key`, `ssh/…`), shares and data
 //! volumes as absolute paths. An import checks everything before it writes anything, writes the key files
 //! first (never replacing a different one) and the config last, each atomically; a failure leaves the old
-//! config in force. Every attempt can be logged with [`log_attempt`] (never a secret).
+//! config in force. A box that has a config keeps its own state folder and key file locations. Every
+//! attempt can be logged with [`log_attempt`] (never a secret).
 
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -20,6 +21,10 @@ const STATE_DIR: &str = "state";
 const KEY_FILE: &str = "master.key";
 const SSH_DIR: &str = "ssh";
 const KNOWN_HOSTS: &str = "ssh/known_hosts";
+
+/// The most a bundle file is read: one byte past the format's limit, so an oversized file is refused with
+/// the format's own message without being read whole.
+pub const MAX_BUNDLE_FILE: u64 = bundle::MAX_BUNDLE_LEN as u64 + 1;
 
 /// The log of import attempts, beside the config.
 pub const IMPORT_LOG: &str = "offsite-import.log";
@@ -154,10 +159,7 @@ pub fn write_bundle(out: &Path, bytes: &[u8]) -> Result<(), String> {
 pub fn read_bundle(path: &Path) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| {
-            f.take(bundle::MAX_BUNDLE_LEN as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
+        .and_then(|f| f.take(MAX_BUNDLE_FILE).read_to_end(&mut bytes))
         .map_err(|e| format!("reading bundle {}: {e}", path.display()))?;
     Ok(bytes)
 }
@@ -244,23 +246,37 @@ pub fn import(
 ) -> Result<Imported, String> {
     let b = bundle::open(bytes, passphrase).map_err(|e| format!("{source}: {e}"))?;
 
-    let new = Config::parse(dest, &b.config_text)
+    let mut new = Config::parse(dest, &b.config_text)
         .map_err(|e| format!("{source}: the bundle's config does not load: {e}"))?;
-    let old =
-        if dest.exists() {
-            Some(Config::load(dest).map_err(|e| {
+    let old = if dest.exists() {
+        Some(Config::load(dest).map_err(|e| {
             format!("the box's current config does not load ({e}); fix or move it before importing")
         })?)
-        } else {
-            None
-        };
-
-    // Shares must lie in the data volumes: the box's own when it has a config (a USB key must not widen
-    // them), the bundle's on a fresh box.
-    let volumes = match &old {
-        Some(o) => &o.web.data_volumes,
-        None => &new.web.data_volumes,
+    } else {
+        None
     };
+    // A box that has a config keeps what belongs to its hardware and layout: its state folder, its key,
+    // SSH key and known_hosts files where they are (a carried key is written there, never over a
+    // different one), its admin page's address and data volumes, and where it looks for USB keys.
+    // A fresh box takes the bundle's: files beside the config.
+    let mut kept_local = false;
+    if let Some(o) = &old {
+        kept_local = new.web != o.web || new.usb != o.usb;
+        new.state_dir = o.state_dir.clone();
+        new.key_file = o.key_file.clone();
+        new.web = o.web.clone();
+        new.usb = o.usb.clone();
+        if o.target.identity_file.is_some() && new.target.identity_file.is_some() {
+            new.target.identity_file = o.target.identity_file.clone();
+        }
+        if o.target.known_hosts.is_some() && new.target.known_hosts.is_some() {
+            new.target.known_hosts = o.target.known_hosts.clone();
+        }
+    }
+
+    // Shares must lie in the data volumes: the box's own when it has a config (kept above: a USB key
+    // must not widen them), the bundle's on a fresh box.
+    let volumes = &new.web.data_volumes;
     for (i, s) in new.shares.iter().enumerate() {
         if !inside(&s.path, volumes) {
             return Err(format!(
@@ -271,19 +287,6 @@ pub fn import(
             ));
         }
     }
-    if let Some(o) = &old {
-        for (i, v) in new.web.data_volumes.iter().enumerate() {
-            if !inside(v, &o.web.data_volumes) {
-                return Err(format!(
-                    "{source}: web.data_volumes[{i}] = {} is not inside this box's data volumes ({}); \
-                     rejected",
-                    v.display(),
-                    show(&o.web.data_volumes)
-                ));
-            }
-        }
-    }
-
     // The files the bundle carries, each checked against what is there.
     let mut plan: Vec<Planned> = Vec::new();
     if let Some(k) = &b.key_text {
@@ -317,13 +320,27 @@ pub fn import(
             });
         }
     }
+    let mut known_hosts_added = None;
     if let (Some(kh), Some(p)) = (&b.known_hosts, &new.target.known_hosts) {
-        plan.push(Planned {
-            path: p.clone(),
-            text: Zeroizing::new(kh.clone()),
-            what: "trusted host keys (target.known_hosts)",
-            present: false,
-        });
+        match std::fs::read_to_string(p) {
+            // The box trusts some hosts already: the bundle's lines are added to them.
+            Ok(have) => {
+                let missing: Vec<&str> = kh
+                    .lines()
+                    .filter(|l| !l.trim().is_empty() && !have.lines().any(|h| h == *l))
+                    .collect();
+                if !missing.is_empty() {
+                    known_hosts_added = Some((p.clone(), have, missing.join("\n")));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => plan.push(Planned {
+                path: p.clone(),
+                text: Zeroizing::new(kh.clone()),
+                what: "trusted host keys (target.known_hosts)",
+                present: false,
+            }),
+            Err(e) => return Err(format!("{}: {e}", p.display())),
+        }
     }
     for f in &mut plan {
         match std::fs::read(&f.path) {
@@ -347,6 +364,20 @@ pub fn import(
         write_new(&f.path, f.text.as_bytes(), true)
             .map_err(|e| format!("writing the {} {}: {e}", f.what, f.path.display()))?;
         wrote.push(format!("{} {}", f.what, f.path.display()));
+    }
+    if let Some((p, have, lines)) = &known_hosts_added {
+        let sep = if have.is_empty() || have.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        replace_file(p, format!("{have}{sep}{lines}\n").as_bytes())
+            .map_err(|e| format!("writing the trusted host keys {}: {e}", p.display()))?;
+        wrote.push(format!(
+            "trusted host keys (target.known_hosts) {}: {} line(s) added",
+            p.display(),
+            lines.lines().count()
+        ));
     }
     std::fs::create_dir_all(parent_of(dest))
         .map_err(|e| format!("creating the folder of {}: {e}", dest.display()))?;
@@ -392,6 +423,13 @@ pub fn import(
             out.push(format!("share {}: removed", s.name));
         }
     }
+    if kept_local {
+        out.push(
+            "kept this box's [web] and [usb] settings (admin page address, data volumes, USB mount \
+             points); the bundle's differ"
+                .into(),
+        );
+    }
     for w in &wrote {
         out.push(format!("wrote {w}"));
     }
@@ -429,6 +467,18 @@ pub fn log_attempt(dest: &Path, who: &str, source: &str, line: &str) -> Result<(
         .open(&log)
         .and_then(|mut f| f.write_all(entry.as_bytes()))
         .map_err(|e| format!("logging the import attempt in {}: {e}", log.display()))
+}
+
+/// Replaces a file atomically (mode 0600): temporary file, fsync, rename, fsync of the folder.
+fn replace_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = parent_of(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".offsite-bundle.")
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
 }
 
 /// Writes a new file atomically with mode 0600: temporary file, fsync, rename (never over an existing

@@ -560,7 +560,11 @@ impl Config {
                         let span = p.span();
                         let p = p.into_inner();
                         check_mount_pattern(&p).map_err(|m| {
-                            err(Some(span), Some(format!("usb.watch[{i}]")), format!("{p:?}: {m}"))
+                            err(
+                                Some(span),
+                                Some(format!("usb.watch[{i}]")),
+                                format!("{p:?}: {m}"),
+                            )
                         })?;
                         out.push(p);
                     }
@@ -801,10 +805,7 @@ mod tests {
         assert!(e.message.contains("twice"));
         assert_eq!(e.line, Some(9));
         let e = parse(&format!("{BASE}[usb]\nwatch = [\"/media/*\", \"usb\"]\n")).unwrap_err();
-        assert_eq!(
-            (e.line, e.key.as_deref()),
-            (Some(6), Some("usb.watch[1]"))
-        );
+        assert_eq!((e.line, e.key.as_deref()), (Some(6), Some("usb.watch[1]")));
         assert!(e.message.contains("absolute"), "{e}");
         let e = parse(&format!("{BASE}[usb]\nwatch = [\"/media/../etc\"]\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("usb.watch[0]"));

@@ -98,6 +98,37 @@ fn demo_config(dir: &Path) -> Result<PathBuf> {
     Ok(file)
 }
 
+/// Config bundles on USB keys mounted where `[usb] watch` says are staged on the page (never applied
+/// without an admin). The watcher sleeps until the kernel reports a mount.
+fn watch_usb(patterns: &[String], app: &Arc<web::App>) -> Result<()> {
+    let app = Arc::downgrade(app);
+    usb::watch(
+        usb::WatchOptions {
+            patterns: patterns.to_vec(),
+            file_name: web::BUNDLE_FILE.into(),
+            max_len: backup::bundle_io::MAX_BUNDLE_FILE,
+        },
+        move |found| {
+            let Some(app) = app.upgrade() else {
+                return false;
+            };
+            eprintln!(
+                "offsite: USB key at {}: found {}; staged on the admin page if it is a config bundle",
+                found.mount_point.display(),
+                found.file.display()
+            );
+            app.stage_bundle(found.file, found.bytes);
+            true
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "offsite: watching for config bundles on USB keys mounted at {}",
+        patterns.join(", ")
+    );
+    Ok(())
+}
+
 pub fn serve(a: ServeArgs) -> Result<()> {
     let file = match a.config {
         Some(f) => f,
@@ -120,6 +151,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         config.state_dir.as_os_str().as_encoded_bytes().to_vec()
     };
     let config_web = config.web.clone();
+    let usb = config.usb.clone();
     let state_dir = config.state_dir.clone();
     let web_passphrase = passphrase.clone();
     let runtime = crate::cli_backup::runtime()?;
@@ -163,6 +195,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             if let Some(code) = &page.setup_code {
                 eprintln!("offsite: first start: open the page and set the admin password with the setup code {code}");
                 eprintln!("offsite: (the browser warns about the self-signed certificate: check the fingerprint above, then accept it)");
+            }
+            if usb.enabled {
+                watch_usb(&usb.watch, &page.app)?;
             }
         }
         let tz = jiff::tz::TimeZone::system();

@@ -147,6 +147,29 @@ pub fn read_candidate(dir: &Path, name: &str, max_len: u64) -> Option<Found> {
     })
 }
 
+/// The mount points matching `patterns` now, sorted.
+pub fn mounted(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+    let set = matcher(patterns)?;
+    let text = std::fs::read(MOUNTINFO).map_err(|e| format!("{MOUNTINFO}: {e}"))?;
+    let mut v: Vec<PathBuf> = parse_mountinfo(&text)
+        .into_iter()
+        .map(|m| m.point)
+        .filter(|p| set.is_match(p))
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// This process may create files in `dir` (a read-only mount says no).
+pub fn writable(dir: &Path) -> bool {
+    rustix::fs::access(
+        dir,
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+    )
+    .is_ok()
+}
+
 /// The mount-table side of the watcher: which matching mounts are new since the last look.
 pub struct Scanner {
     set: globset::GlobSet,
@@ -208,6 +231,9 @@ fn watch_loop(
                 return;
             }
         }
+        // At most about three looks a second, however busy the mount table is (the next look sees
+        // whatever changed meanwhile; an unmount and a mount within one pause look like no change).
+        std::thread::sleep(Duration::from_millis(300));
         // The first poll after opening reports the table as changed (the file's event counter starts
         // behind the namespace's); later ones block until a mount or unmount.
         let mut fds = [PollFd::new(&table, PollFlags::PRI)];
@@ -216,8 +242,6 @@ fn watch_loop(
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return,
         }
-        // A mount often comes with a few more (a key with several partitions): let the burst settle.
-        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -344,7 +368,12 @@ mod tests {
             "mount --bind failed: this test needs root (CAP_SYS_ADMIN)"
         );
         let found = rx.recv_timeout(Duration::from_secs(5));
+        let listed = mounted(&[format!("{}/*", media.display())]);
+        let (ro, rw) = (writable(&point), writable(&key));
         let _ = std::process::Command::new("umount").arg(&point).status();
+        assert_eq!(listed.unwrap(), std::slice::from_ref(&point));
+        assert!(!ro, "a read-only mount is not writable");
+        assert!(rw);
         let found = found.expect("no report within 5 s");
         assert_eq!(found.mount_point, point);
         assert_eq!(found.bytes.unwrap(), b"bundle bytes");

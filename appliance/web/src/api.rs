@@ -112,6 +112,8 @@ pub struct App {
     pub log: Mutex<std::collections::VecDeque<String>>,
     /// The target's free space, as last asked.
     pub remote_space: Mutex<RemoteSpace>,
+    /// A config bundle from a USB key, waiting for an admin.
+    pub staged: Mutex<Option<crate::bundle_api::Staged>>,
 }
 
 /// The target's free space: asked in the background when the status is read and the last answer is
@@ -176,6 +178,16 @@ impl App {
         self.service.config()
     }
 
+    /// Adds a line to the page's log view (stamped with the box's local time).
+    pub fn log_line(&self, line: String) {
+        let stamp = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S");
+        let mut log = lock(&self.log);
+        if log.len() == LOG_LINES {
+            log.pop_front();
+        }
+        log.push_back(format!("{stamp} {line}"));
+    }
+
     /// The master key of the config in force.
     pub fn master_key(&self) -> Result<seal::MasterKey, String> {
         let config = self.config();
@@ -186,7 +198,7 @@ impl App {
 
 type Shared = Arc<App>;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -253,10 +265,13 @@ fn with_cookie(token: &str, max_age: u64, body: Response) -> Response {
 
 async fn get_session(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let csrf = session(&app, &headers).ok();
+    let setup_needed = app.auth.needs_setup();
     Json(serde_json::json!({
-        "setup_needed": app.auth.needs_setup(),
+        "setup_needed": setup_needed,
         "logged_in": csrf.is_some(),
         "csrf": csrf,
+        // Only a box that is not set up says so before a login (its first-run screen offers the import).
+        "bundle_waiting": setup_needed && lock(&app.staged).is_some(),
     }))
     .into_response()
 }
@@ -387,6 +402,10 @@ async fn get_status(State(app): State<Shared>, headers: HeaderMap) -> Response {
         v["remote_space"] = serde_json::json!({ "free_bytes": rs.free_bytes, "note": rs.note });
     }
     v["key_missing"] = (!config.key_file.exists()).into();
+    v["bundle_staged"] = lock(&app.staged)
+        .as_ref()
+        .map(|b| b.file.to_string_lossy().into_owned())
+        .into();
     Json(v).into_response()
 }
 
@@ -497,6 +516,13 @@ async fn settings_js() -> Response {
     )
 }
 
+async fn bundle_js() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web-ui/bundle.js"),
+    )
+}
+
 async fn restore_js() -> Response {
     asset(
         "text/javascript; charset=utf-8",
@@ -545,6 +571,7 @@ pub fn router(app: Shared) -> Router {
         .route("/app.js", get(app_js))
         .route("/settings.js", get(settings_js))
         .route("/restore.js", get(restore_js))
+        .route("/bundle.js", get(bundle_js))
         .route("/style.css", get(style_css))
         .route("/api/session", get(get_session))
         .route("/api/setup", post(post_setup))

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::lock;
+
 const SESSION_MAX: Duration = Duration::from_secs(12 * 3600);
 const SESSION_IDLE: Duration = Duration::from_secs(3600);
 const FREE_FAILURES: u32 = 3;
@@ -56,10 +58,6 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     setup_code: String,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `n` random bytes as lowercase base32 (no padding).
@@ -164,6 +162,12 @@ impl Auth {
 
     /// Checks the password and opens a session: (session token, CSRF token).
     pub fn login(&self, from: IpAddr, password: &str) -> Result<(String, String), LoginError> {
+        self.verify(from, password)?;
+        self.open_session().map_err(|_| LoginError::Wrong)
+    }
+
+    /// Checks the password again for a grave action (exporting the keys), with the login's brake.
+    pub fn verify(&self, from: IpAddr, password: &str) -> Result<(), LoginError> {
         let now = Instant::now();
         if let Some((n, last)) = lock(&self.failures).get(&from).copied()
             && n >= FREE_FAILURES
@@ -182,7 +186,7 @@ impl Auth {
             return Err(LoginError::Wrong);
         }
         lock(&self.failures).remove(&from);
-        self.open_session().map_err(|_| LoginError::Wrong)
+        Ok(())
     }
 
     /// A new session for the admin (after setting the first password, or a login).

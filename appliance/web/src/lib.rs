@@ -22,12 +22,14 @@ use tokio_rustls::TlsAcceptor;
 
 pub mod api;
 pub mod auth;
+mod bundle_api;
 mod notify_api;
 mod restore_api;
 mod settings;
 pub mod tls;
 
 pub use api::{App, Status};
+pub use bundle_api::BUNDLE_FILE;
 
 /// Connections served at once (a NAS admin page has one user).
 pub const MAX_CONNECTIONS: usize = 64;
@@ -51,6 +53,8 @@ pub struct Started {
     /// The code to set the first password with (`None` once it is set).
     pub setup_code: Option<String>,
     pub task: tokio::task::JoinHandle<()>,
+    /// The page's state (the USB watcher stages bundles in it).
+    pub app: Arc<App>,
 }
 
 /// The address of this box on its LAN: the source address the kernel picks for a route to the outside
@@ -82,6 +86,7 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
         passphrase: opts.passphrase.clone(),
         log: Mutex::new(std::collections::VecDeque::new()),
         remote_space: Mutex::new(api::RemoteSpace::default()),
+        staged: Mutex::new(None),
     });
     // The status follows the service's events.
     let mut events = service.subscribe();
@@ -104,14 +109,7 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
                                 .checked = None;
                         }
                         if let Some(line) = e.describe(&tz) {
-                            let stamp = jiff::Zoned::now()
-                                .with_time_zone(tz.clone())
-                                .strftime("%Y-%m-%d %H:%M:%S");
-                            let mut log = app.log.lock().unwrap_or_else(|p| p.into_inner());
-                            if log.len() == api::LOG_LINES {
-                                log.pop_front();
-                            }
-                            log.push_back(format!("{stamp} {line}"));
+                            app.log_line(line);
                         }
                     }
                     None => return,
@@ -127,12 +125,13 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
     let addr = listener
         .local_addr()
         .map_err(|e| format!("listening on {}: {e}", opts.listen))?;
-    let task = tokio::spawn(serve(listener, TlsAcceptor::from(tls.config), app));
+    let task = tokio::spawn(serve(listener, TlsAcceptor::from(tls.config), app.clone()));
     Ok(Started {
         addr,
         fingerprint: tls.fingerprint,
         setup_code,
         task,
+        app,
     })
 }
 

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::{App, error, session, session_and_csrf};
+use crate::api::{App, error, lock, session, session_and_csrf};
 
 type Shared = Arc<App>;
 
@@ -102,10 +102,6 @@ impl IntoResponse for ApiError {
 }
 
 type Answer = Result<Response, ApiError>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Paths as bytes

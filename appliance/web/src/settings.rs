@@ -35,7 +35,7 @@ use crate::api::{App, error, session, session_and_csrf};
 type Shared = Arc<App>;
 
 /// One change to the config at a time (two tabs saving at once must not lose one of the changes).
-static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Applies `change` to the config in force, saves it and hands it to the service.
 async fn change_config(
@@ -941,5 +941,6 @@ pub(crate) fn routes(app: Shared) -> Router<Shared> {
         .route("/api/browse", get(get_browse))
         .route("/api/schedule", put(put_schedule))
         .route("/api/notify", put(put_notify))
+        .merge(crate::bundle_api::routes())
         .route_layer(axum::middleware::from_fn_with_state(app, require_session))
 }
