@@ -18,6 +18,11 @@
 //   OFFSITE_RESTORE_FILE a file of the first share (path relative to it, ASCII) the Restore steps download
 //   OFFSITE_RESTORE_DIR  a top-level folder of the first share the Restore steps restore into OFFSITE_RESTORE_TO
 //   OFFSITE_RESTORE_TO   a folder inside a data volume (need not exist)
+//   OFFSITE_USB_KEY      a folder holding an `offsite-bundle` (the USB key's content) and
+//   OFFSITE_USB_MOUNT    the folder below the box's `[usb] watch` to bind-mount it on, read-only (the USB steps
+//                        run `mount`, so they need root); the bundle's config adds a share named "music"
+//   OFFSITE_BUNDLE_PASSPHRASE  that bundle's passphrase
+//   OFFSITE_EXPORT_TO    where the bundle exported from the page (with the keys) is saved
 //   OFFSITE_CHROMIUM     the browser (default /usr/bin/chromium)
 //   OFFSITE_RUN_TIMEOUT_MS  how long a backup started from the page may take (default 120000)
 //
@@ -37,7 +42,8 @@
 // the page's message line then shows an error, unless it is declared with `{ error: true }`.
 
 import { chromium } from "playwright-core";
-import { appendFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, readdirSync } from "node:fs";
+import { appendFileSync, copyFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, readdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -60,6 +66,10 @@ const env = {
   restoreFile: process.env.OFFSITE_RESTORE_FILE || "",
   restoreDir: process.env.OFFSITE_RESTORE_DIR || "",
   restoreTo: process.env.OFFSITE_RESTORE_TO || "",
+  usbKey: process.env.OFFSITE_USB_KEY || "",
+  usbMount: process.env.OFFSITE_USB_MOUNT || "",
+  bundlePassphrase: process.env.OFFSITE_BUNDLE_PASSPHRASE || "",
+  exportTo: process.env.OFFSITE_EXPORT_TO || "",
   shareDirs: (process.env.OFFSITE_SHARE_DIRS || "").split(",").filter(Boolean).map((x) => {
     const i = x.indexOf("=");
     return { name: x.slice(0, i), path: x.slice(i + 1) };
@@ -413,6 +423,71 @@ step("restore-folder-to-box", async (t) => {
   await t.text("#restore-status", /^Restored \d+ files .* Everything verified\.$/, t.env.runTimeout);
   const problems = await t.page.locator("#restore-problems li").count();
   t.check(problems === 0, `the restore reports ${problems} problems`);
+});
+
+// The config bundle: export from the page, then a USB key with another box's bundle, staged until the admin
+// enters its passphrase.
+step("bundle-export-download", async (t) => {
+  await t.page.click("#tabs [data-screen=settings]");
+  await onlyScreen(t, "settings");
+  const f = "#bundle-export-form ";
+  await t.page.fill(f + "[name=passphrase]", t.env.bundlePassphrase);
+  await t.page.fill(f + "[name=passphrase2]", t.env.bundlePassphrase);
+  await t.hidden("#bundle-password-label");
+  await t.page.check(f + "[name=with_keys]");
+  await t.visible("#bundle-password-label");
+  await t.page.fill(f + "[name=password]", t.env.password);
+  const [download] = await Promise.all([
+    t.page.waitForEvent("download", { timeout: UI_TIMEOUT }),
+    t.page.click("#bundle-export"),
+  ]);
+  const failure = await download.failure();
+  t.check(!failure, `the download failed: ${failure}`);
+  t.check(download.suggestedFilename() === "offsite-bundle", `the download is named ${download.suggestedFilename()}`);
+  copyFileSync(await download.path(), t.env.exportTo);
+  const head = readFileSync(t.env.exportTo).subarray(0, 8).toString("latin1");
+  t.check(head === "OFFSITEB", `the download starts with ${JSON.stringify(head)}`);
+  await t.text("#message", /Bundle downloaded/);
+});
+
+step("usb-key-staged", async (t) => {
+  mkdirSync(t.env.usbMount, { recursive: true });
+  execFileSync("mount", ["--bind", "-o", "ro", t.env.usbKey, t.env.usbMount]);
+  // The status screen tells once the service has seen the key (it reacts to the mount, not by polling).
+  const deadline = Date.now() + UI_TIMEOUT;
+  for (;;) {
+    await t.page.click("#tabs [data-screen=dashboard]");
+    await onlyScreen(t, "dashboard");
+    if (await t.page.locator("#bundle-waiting").isVisible()) break;
+    t.check(Date.now() < deadline, "the status screen does not show the waiting bundle");
+    await t.page.waitForTimeout(300);
+  }
+});
+
+step("usb-bundle-shown-in-settings", async (t) => {
+  await t.page.click("#tabs [data-screen=settings]");
+  await t.visible("#bundle-staged-section");
+  await t.text("#bundle-file", /offsite-bundle$/);
+  await t.page.locator("#bundle-staged-section").scrollIntoViewIfNeeded();
+});
+
+step("usb-bundle-wrong-passphrase", async (t) => {
+  await t.page.fill("#bundle-passphrase", "not the bundle's passphrase");
+  await t.page.click("#bundle-apply");
+  await t.text("#message.error", /wrong passphrase/);
+  await t.visible("#bundle-staged-section");
+}, { error: true });
+
+step("usb-bundle-applied", async (t) => {
+  await t.page.fill("#bundle-passphrase", t.env.bundlePassphrase);
+  await t.page.click("#bundle-apply");
+  await t.visible("#bundle-result-section");
+  await t.text("#bundle-changes", /share music: .*\(added\)/);
+  await t.hidden("#bundle-staged-section");
+  await t.text("#message", /The bundle was applied/);
+  // The settings shown are the bundle's now.
+  const names = await t.page.locator("#shares-list legend").allTextContents();
+  t.check(names.includes("music"), `the shares are ${JSON.stringify(names)}`);
 });
 
 // --- the runner ------------------------------------------------------------------------------------------

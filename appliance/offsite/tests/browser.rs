@@ -7,7 +7,9 @@
 //! environment variables (`OFFSITE_URL`, `OFFSITE_SETUP_CODE`, `OFFSITE_SHARES`, `OFFSITE_SSH_*`,
 //! `OFFSITE_SCREENSHOTS`; the script's header lists them all and says how to add a step). The script
 //! does the first-run setup, a wrong password, log out and in, "run now" with its live progress, the
-//! history and a run's report, saving a desktop and a phone screenshot per step. Afterwards this test
+//! history and a run's report, the Restore screen, the export of a config bundle and the staged import of
+//! another box's bundle from a (bind-mounted, so: root needed) USB key, saving a desktop and a phone
+//! screenshot per step. Afterwards this test
 //! checks the screenshots (non-empty PNGs) and that the run really left a snapshot per share on the target.
 //!
 //! Screenshots go to `<cargo target dir>/browser-screenshots/` (printed in the test output; replaced by
@@ -95,13 +97,16 @@ fn admin_page_in_headless_chromium() {
     std::fs::write(
         &s.config,
         format!(
-            "state_dir = \"state\"\nkey_file = \"master.key\"\n\n[target]\npath = {:?}\n\n[web]\n\
-             data_volumes = [{:?}]\n",
+            "state_dir = \"state\"\nkey_file = \"master.key\"\n\n[target]\npath = {:?}\n\n[usb]\n\
+             watch = [{:?}]\n\n[web]\ndata_volumes = [{:?}]\n",
             s.dir.path().join("nowhere").to_str().unwrap(),
+            format!("{}/*", s.dir.path().join("media").display()),
             s.dir.path().to_str().unwrap(),
         ),
     )
     .unwrap();
+    // A USB key with another box's config bundle (no keys): a folder target, the docs share and "music".
+    let usb = UsbBundle::make(&s);
     let srv = start_serve(&s, "");
 
     let restored = s.dir.path().join("restored");
@@ -132,6 +137,10 @@ fn admin_page_in_headless_chromium() {
                 photos.to_str().unwrap()
             ),
         )
+        .env("OFFSITE_USB_KEY", &usb.key_dir)
+        .env("OFFSITE_USB_MOUNT", &usb.mount)
+        .env("OFFSITE_BUNDLE_PASSPHRASE", BUNDLE_PASSPHRASE)
+        .env("OFFSITE_EXPORT_TO", &usb.exported)
         .env("OFFSITE_CHROMIUM", CHROMIUM)
         .stdin(Stdio::null())
         .output()
@@ -189,5 +198,99 @@ fn admin_page_in_headless_chromium() {
         expected(&s.share.join("deep"), &|_| false),
         "the folder restored from the page"
     );
+
+    // The USB key's bundle, applied from the page: the config has its target and shares now.
+    assert!(passed.iter().any(|p| p.ends_with("-usb-bundle-applied")));
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    assert!(config.contains("name = \"music\""), "{config}");
+    assert!(config.contains(usb.target.to_str().unwrap()), "{config}");
+    // The bundle exported from the page (with the keys) sets a new box up with the same key.
+    let fresh = s.dir.path().join("new-box/offsite.toml");
+    let out = offsite()
+        .args(["import-bundle", "--config"])
+        .arg(&fresh)
+        .arg("--passphrase-file")
+        .arg(&usb.pass_file)
+        .arg(&usb.exported)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(s.dir.path().join("new-box/master.key")).unwrap(),
+        std::fs::read(s.dir.path().join("master.key")).unwrap()
+    );
     println!("browser test: screenshots in {}", shots.display());
+}
+
+const BUNDLE_PASSPHRASE: &str = "usb key passphrase for the browser test";
+
+/// A "USB key" folder with another box's bundle, the mount point the page's steps mount it on (below the
+/// box's `[usb] watch`), and where the page's export goes. Unmounted when dropped.
+struct UsbBundle {
+    key_dir: PathBuf,
+    mount: PathBuf,
+    exported: PathBuf,
+    pass_file: PathBuf,
+    target: PathBuf,
+}
+
+impl UsbBundle {
+    fn make(s: &Setup) -> UsbBundle {
+        let dir = s.dir.path();
+        let music = dir.join("music");
+        let target = dir.join("target2");
+        for d in [&music, &target] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(music.join("song.txt"), "la la la\n").unwrap();
+        let other = dir.join("other-box.toml");
+        std::fs::write(
+            &other,
+            format!(
+                "state_dir = \"other-state\"\nkey_file = \"other.key\"\n[target]\npath = {:?}\n[web]\n\
+                 data_volumes = [{:?}]\n[[share]]\nname = \"docs\"\npath = {:?}\n[[share]]\nname = \"music\"\n\
+                 path = {:?}\n",
+                target.to_str().unwrap(),
+                dir.to_str().unwrap(),
+                s.share.to_str().unwrap(),
+                music.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let key_dir = dir.join("usb-key");
+        std::fs::create_dir_all(&key_dir).unwrap();
+        let pass_file = dir.join("bundle-pass");
+        std::fs::write(&pass_file, format!("{BUNDLE_PASSPHRASE}\n")).unwrap();
+        let out = offsite()
+            .args(["export-bundle", "--config"])
+            .arg(&other)
+            .arg("--out")
+            .arg(key_dir.join("offsite-bundle"))
+            .arg("--passphrase-file")
+            .arg(&pass_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        UsbBundle {
+            key_dir,
+            mount: dir.join("media/usb0"),
+            exported: dir.join("exported-bundle"),
+            pass_file,
+            target,
+        }
+    }
+}
+
+impl Drop for UsbBundle {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
 }
