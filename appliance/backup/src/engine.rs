@@ -619,12 +619,28 @@ fn add_entry(
             } else {
                 None
             };
-            let known = match old_index.lookup(&e.rel) {
+            let recorded = old_index.lookup(&e.rel);
+            let known = match &recorded {
                 Some(ix) if ix.matches(st) => {
                     counts.unchanged += 1;
                     Some((ix.remote_size, ix.hash))
                 }
                 _ => None,
+            };
+            // A changed file whose mtime is the recorded one to the nanosecond (a write that put the
+            // old mtime back, or two writes within one tick of a coarse clock) would pass rsync's quick
+            // check against the previous snapshot's copy (same size and time) and be linked to the old
+            // content. The target's copy gets a time one nanosecond off instead: the receiver then asks
+            // for it. Restores take times from the manifest, which keeps the real one.
+            let sent_nsec = match &recorded {
+                Some(ix)
+                    if known.is_none()
+                        && ix.mtime == st.mtime
+                        && ix.mtime_nsec == st.mtime_nsec =>
+                {
+                    st.mtime_nsec ^ 1
+                }
+                _ => st.mtime_nsec,
             };
             let remote_size = match (&known, share.encrypt) {
                 (Some((size, _)), _) => *size,
@@ -633,7 +649,7 @@ fn add_entry(
                 (None, true) => u64::MAX,
             };
             let entry =
-                FileEntry::file(remote, remote_size, st.mtime, st.perms).with_nsec(st.mtime_nsec);
+                FileEntry::file(remote, remote_size, st.mtime, st.perms).with_nsec(sent_nsec);
             let spec = FileSpec {
                 path: e.path,
                 stat: e.stat.clone(),

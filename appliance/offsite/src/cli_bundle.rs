@@ -71,7 +71,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
         e.box_name,
         bundle_io::describe_target(&config),
         match (e.with_key, e.with_ssh_key) {
-            (true, true) => "with the master key and the SSH key: keep it as safe as the key itself",
+            (true, true) =>
+                "with the master key and the SSH key: keep it as safe as the key itself",
             (true, false) => "with the master key: keep it as safe as the key itself",
             _ => "without keys",
         }

@@ -32,6 +32,11 @@ pub struct ServerOptions {
     pub partial_dir: Option<Vec<u8>>,
     /// `--timeout=N` seconds.
     pub timeout_secs: Option<u64>,
+    /// `--modify-window=-1`: the receiver's quick check (and `--link-dest`'s) compares modification
+    /// times to the nanosecond, not to the second (receivers from rsync 3.1.3 on; older ones compare
+    /// seconds whatever is sent). Without it, a file rewritten within the same second at the same size
+    /// is taken for unchanged.
+    pub nanosecond_times: bool,
     /// Ask the server to send its messages in-band (`--no-msgs2stderr`) so
     /// they arrive as events; otherwise they go to its stderr.
     pub messages_in_band: bool,
@@ -48,6 +53,7 @@ impl Default for ServerOptions {
             alt_dest: None,
             partial_dir: None,
             timeout_secs: None,
+            nanosecond_times: true,
             messages_in_band: true,
             extra: Vec::new(),
         }
@@ -98,6 +104,9 @@ pub fn server_args(o: &ServerOptions, dest: &[u8]) -> Result<Vec<OsString>> {
     }
     if let Some(t) = o.timeout_secs {
         a.push(format!("--timeout={t}").into());
+    }
+    if o.nanosecond_times {
+        a.push("--modify-window=-1".into());
     }
     if o.messages_in_band {
         a.push("--no-msgs2stderr".into());
@@ -222,7 +231,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(cmd).unwrap(),
             "rsync --server -rlpte.LsfxCIvu --delete --link-dest ../prev --timeout=30 \
-             --no-msgs2stderr . '/srv/it'\\''s here'"
+             --modify-window=-1 --no-msgs2stderr . '/srv/it'\\''s here'"
         );
         assert_eq!(shell_quote(b""), b"''");
         let a = sender_args(&SenderOptions::default(), &[b"/srv/data/"]).unwrap();
