@@ -12,8 +12,23 @@ use std::process::{Command, Output};
 
 pub mod web;
 
+/// The `offsite` binary under test: the one cargo built, or `OFFSITE_TEST_BIN` when set (another build, e.g.
+/// an ARM one), run through the words of `OFFSITE_TEST_RUNNER` when set (e.g.
+/// `qemu-aarch64-static -L /usr/aarch64-linux-gnu`; see cross-config/e2e).
 pub fn offsite() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_offsite"))
+    let Some(bin) = std::env::var_os("OFFSITE_TEST_BIN") else {
+        return Command::new(env!("CARGO_BIN_EXE_offsite"));
+    };
+    let runner = std::env::var("OFFSITE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
 }
 
 /// A share folder, a key, a config file and a target folder in one temporary folder.
