@@ -194,6 +194,9 @@ pub struct WireOut<W> {
     pub bytes_written: u64,
     /// Keepalives sent.
     pub keepalives: u64,
+    /// A write that makes no progress for this long fails with [`Error::Timeout`] (a peer that stopped
+    /// reading, or a link that stalled with the send window full). Set by [`Conn::new`].
+    io_timeout: Option<Duration>,
 }
 
 impl<W: AsyncWrite + Unpin> WireOut<W> {
@@ -206,6 +209,48 @@ impl<W: AsyncWrite + Unpin> WireOut<W> {
             buf: Vec::with_capacity(OUT_FLUSH_AT + 64),
             bytes_written: 0,
             keepalives: 0,
+            io_timeout: None,
+        }
+    }
+
+    /// Writes all of `data`; with a timeout, each write must make progress within it (rsync's
+    /// `--timeout` is "no data transferred for N seconds", so a slow but moving link is fine).
+    async fn put(&mut self, data: &[u8]) -> Result<()> {
+        let Some(limit) = self.io_timeout else {
+            return self
+                .w
+                .write_all(data)
+                .await
+                .map_err(Error::io("writing to the server"));
+        };
+        let mut rest = data;
+        while !rest.is_empty() {
+            match tokio::time::timeout(limit, self.w.write(rest)).await {
+                Err(_) => return Err(Error::Timeout(limit.as_secs())),
+                Ok(Ok(0)) => {
+                    return Err(Error::io("writing to the server")(
+                        std::io::ErrorKind::WriteZero.into(),
+                    ));
+                }
+                Ok(Ok(n)) => rest = &rest[n..],
+                Ok(Err(e)) => return Err(Error::io("writing to the server")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `f` on the transport, within the write timeout.
+    async fn timed<T>(
+        &mut self,
+        what: &'static str,
+        f: impl AsyncFnOnce(&mut W) -> std::io::Result<T>,
+    ) -> Result<T> {
+        match self.io_timeout {
+            None => f(&mut self.w).await.map_err(Error::io(what)),
+            Some(limit) => match tokio::time::timeout(limit, f(&mut self.w)).await {
+                Err(_) => Err(Error::Timeout(limit.as_secs())),
+                Ok(r) => r.map_err(Error::io(what)),
+            },
         }
     }
 
@@ -245,10 +290,7 @@ impl<W: AsyncWrite + Unpin> WireOut<W> {
             r
         } else {
             self.bytes_written += buf.len() as u64;
-            self.w
-                .write_all(&buf)
-                .await
-                .map_err(Error::io("writing to the server"))
+            self.put(&buf).await
         };
         self.buf = buf;
         self.buf.clear();
@@ -258,14 +300,8 @@ impl<W: AsyncWrite + Unpin> WireOut<W> {
     async fn frame(&mut self, t: u8, payload: &[u8]) -> Result<()> {
         debug_assert!(payload.len() <= MAX_FRAME);
         let h = ((MPLEX_BASE + u32::from(t)) << 24) | payload.len() as u32;
-        self.w
-            .write_all(&h.to_le_bytes())
-            .await
-            .map_err(Error::io("writing to the server"))?;
-        self.w
-            .write_all(payload)
-            .await
-            .map_err(Error::io("writing to the server"))?;
+        self.put(&h.to_le_bytes()).await?;
+        self.put(payload).await?;
         self.bytes_written += 4 + payload.len() as u64;
         Ok(())
     }
@@ -273,10 +309,8 @@ impl<W: AsyncWrite + Unpin> WireOut<W> {
     /// Writes everything pending and flushes the transport.
     pub async fn flush(&mut self) -> Result<()> {
         self.write_pending().await?;
-        self.w
-            .flush()
+        self.timed("flushing output to the server", async |w| w.flush().await)
             .await
-            .map_err(Error::io("flushing output to the server"))
     }
 
     /// Sends a non-DATA message (after pending data, preserving order).
@@ -307,10 +341,8 @@ impl<W: AsyncWrite + Unpin> WireOut<W> {
     /// Shuts down the write half (EOF for the server).
     pub async fn shutdown(&mut self) -> Result<()> {
         self.flush().await?;
-        self.w
-            .shutdown()
+        self.timed("closing output to the server", async |w| w.shutdown().await)
             .await
-            .map_err(Error::io("closing output to the server"))
     }
 }
 
@@ -359,6 +391,8 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
         events: &'e mut (dyn FnMut(Event<'_>) + Send),
         io_timeout: Option<Duration>,
     ) -> Self {
+        let mut out = out;
+        out.io_timeout = io_timeout;
         Conn {
             rx,
             cur: Vec::new(),
@@ -379,8 +413,9 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
     /// hands the real writer to its generator and keeps reading here.
     pub fn replace_out<W2: AsyncWrite + Unpin>(
         self,
-        out: WireOut<W2>,
+        mut out: WireOut<W2>,
     ) -> (WireOut<W>, Conn<'e, W2>) {
+        out.io_timeout = self.io_timeout;
         let Conn {
             rx,
             cur,
@@ -755,6 +790,53 @@ mod tests {
         let e = c.read_u8().await.unwrap_err();
         assert!(matches!(e, Error::Timeout(_)), "{e}");
         assert!(c.out.keepalives >= 1);
+    }
+
+    /// A peer that stops reading (a stalled link with the send window full) fails the write after the
+    /// timeout instead of blocking forever; a slow one that keeps reading does not.
+    #[tokio::test]
+    async fn a_stalled_write_times_out() {
+        let (_tx, rx) = channel();
+        let mut cb = |_: Event<'_>| {};
+        // The other end is kept open and never read.
+        let (w, _peer) = tokio::io::duplex(1024);
+        let mut c = Conn::new(
+            rx,
+            WireOut::new(w, 31),
+            31,
+            &mut cb,
+            Some(Duration::from_millis(300)),
+        );
+        let started = std::time::Instant::now();
+        let e = c.out.data(&vec![7u8; 256 * 1024]).await.unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A slow reader: 1 KiB every 100 ms is progress, so no timeout.
+        let (_tx, rx) = channel();
+        let (w, mut slow) = tokio::io::duplex(1024);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let mut n = 0;
+            while let Ok(k) = slow.read(&mut buf).await {
+                if k == 0 {
+                    break;
+                }
+                n += k;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            n
+        });
+        let mut c = Conn::new(
+            rx,
+            WireOut::new(w, 31),
+            31,
+            &mut cb,
+            Some(Duration::from_millis(300)),
+        );
+        c.out.data(&vec![7u8; 8 * 1024]).await.unwrap();
+        c.out.shutdown().await.unwrap();
+        drop(c);
+        assert!(reader.await.unwrap() >= 8 * 1024);
     }
 
     #[tokio::test]
