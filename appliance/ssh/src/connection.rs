@@ -318,6 +318,11 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection> {
             remaining_methods, ..
         } = result
         {
+            // russh reports a connection lost during authentication as a refusal that offers
+            // nothing; say what happened instead.
+            if remaining_methods.is_empty() && handle.is_closed() {
+                return Err(protocol(&addr, "authenticating")(russh::Error::Disconnect));
+            }
             let _ = handle
                 .disconnect(Disconnect::ByApplication, "authentication failed", "")
                 .await;
