@@ -171,10 +171,6 @@ pub fn parent_of(p: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all())
-}
-
 /// The target in one line (no secret).
 pub fn describe_target(c: &Config) -> String {
     match &c.target.host {
@@ -371,7 +367,7 @@ pub fn import(
         } else {
             "\n"
         };
-        replace_file(p, format!("{have}{sep}{lines}\n").as_bytes())
+        crate::replace_durably(p, format!("{have}{sep}{lines}\n").as_bytes())
             .map_err(|e| format!("writing the trusted host keys {}: {e}", p.display()))?;
         wrote.push(format!(
             "trusted host keys (target.known_hosts) {}: {} line(s) added",
@@ -469,18 +465,6 @@ pub fn log_attempt(dest: &Path, who: &str, source: &str, line: &str) -> Result<(
         .map_err(|e| format!("logging the import attempt in {}: {e}", log.display()))
 }
 
-/// Replaces a file atomically (mode 0600): temporary file, fsync, rename, fsync of the folder.
-fn replace_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = parent_of(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".offsite-bundle.")
-        .tempfile_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
 /// Writes a new file atomically with mode 0600: temporary file, fsync, rename (never over an existing
 /// file), fsync of the folder. With `make_dirs`, missing folders are created with mode 0700.
 fn write_new(path: &Path, data: &[u8], make_dirs: bool) -> std::io::Result<()> {
@@ -499,5 +483,5 @@ fn write_new(path: &Path, data: &[u8], make_dirs: bool) -> std::io::Result<()> {
     tmp.write_all(data)?;
     tmp.as_file().sync_all()?;
     tmp.persist_noclobber(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    crate::sync_dir(path)
 }

@@ -101,11 +101,8 @@ fn save_report(state_dir: &Path, report: &RunReport) -> Result<(), Error> {
     fs::create_dir_all(&dir).map_err(|e| Error::new(ctx(), e))?;
     let name = report.started.replace(':', "");
     let json = serde_json::to_vec_pretty(report).map_err(|e| Error::new(ctx(), e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::new(ctx(), e))?;
-    std::io::Write::write_all(&mut tmp, &json).map_err(|e| Error::new(ctx(), e))?;
-    tmp.persist(dir.join(format!("{name}.json")))
-        .map_err(|e| Error::new(ctx(), e.error))?;
-    Ok(())
+    crate::replace_durably(&dir.join(format!("{name}.json")), &json)
+        .map_err(|e| Error::new(ctx(), e))
 }
 
 async fn run(

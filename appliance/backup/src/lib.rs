@@ -93,6 +93,25 @@ impl std::error::Error for Error {}
 
 /// fsyncs the folder holding `path`, so a rename into it survives a power cut.
 pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `data` so that a power cut leaves the old or the new content, never a torn file:
+/// a temporary file in the same folder (mode 0600), fsync, rename, fsync of the folder.
+pub(crate) fn replace_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".offsite-")
+        .tempfile_in(dir)?;
+    std::io::Write::write_all(&mut tmp, data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(path)
 }

@@ -299,7 +299,7 @@ pub fn load_states(path: &Path) -> Result<States, StateError> {
     }
 }
 
-/// Writes the states atomically (temporary file, fsync, rename).
+/// Writes the states atomically (temporary file, fsync, rename, fsync of the folder).
 pub fn save_states(path: &Path, states: &States) -> Result<(), StateError> {
     let io = |source| StateError::Io {
         path: path.display().to_string(),
@@ -312,7 +312,10 @@ pub fn save_states(path: &Path, states: &States) -> Result<(), StateError> {
     std::io::Write::write_all(&mut tmp, &json).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    // The rename itself survives a power cut only once the folder is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 #[cfg(test)]

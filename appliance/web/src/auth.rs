@@ -244,7 +244,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| format!("{}: {}", path.display(), e.error))?;
-    Ok(())
+    // The rename itself survives a power cut only once the folder is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 #[cfg(test)]

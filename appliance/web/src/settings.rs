@@ -907,7 +907,7 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     tmp.write_all(secret.as_bytes())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Every settings route needs the session, and every one but `GET` its CSRF token too; checked before
