@@ -206,19 +206,7 @@ fn admin_page_in_headless_chromium() {
     assert!(config.contains(usb.target.to_str().unwrap()), "{config}");
     // The bundle exported from the page (with the keys) sets a new box up with the same key.
     let fresh = s.dir.path().join("new-box/offsite.toml");
-    let out = offsite()
-        .args(["import-bundle", "--config"])
-        .arg(&fresh)
-        .arg("--passphrase-file")
-        .arg(&usb.pass_file)
-        .arg(&usb.exported)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&import_bundle(&fresh, &usb.exported, &usb.pass_file));
     assert_eq!(
         std::fs::read(s.dir.path().join("new-box/master.key")).unwrap(),
         std::fs::read(s.dir.path().join("master.key")).unwrap()
@@ -265,20 +253,12 @@ impl UsbBundle {
         std::fs::create_dir_all(&key_dir).unwrap();
         let pass_file = dir.join("bundle-pass");
         std::fs::write(&pass_file, format!("{BUNDLE_PASSPHRASE}\n")).unwrap();
-        let out = offsite()
-            .args(["export-bundle", "--config"])
-            .arg(&other)
-            .arg("--out")
-            .arg(key_dir.join("offsite-bundle"))
-            .arg("--passphrase-file")
-            .arg(&pass_file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&export_bundle(
+            &other,
+            &key_dir.join("offsite-bundle"),
+            &pass_file,
+            false,
+        ));
         UsbBundle {
             key_dir,
             mount: dir.join("media/usb0"),

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{Setup, expected, fill_share, offsite, tree_map};
+use common::{Setup, expected, export_bundle, fill_share, import_bundle, offsite, ok, tree_map};
 
 const PASS: &str = "a long enough passphrase\nsecond line is not part of it\n";
 
@@ -20,41 +20,6 @@ fn pass_file(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join(format!("pass-{}", text.len()));
     fs::write(&p, text).unwrap();
     p
-}
-
-fn export(config: &Path, out: &Path, pass: &Path, keys: bool) -> Output {
-    let mut c = offsite();
-    c.args(["export-bundle", "--config"])
-        .arg(config)
-        .arg("--out")
-        .arg(out)
-        .arg("--passphrase-file")
-        .arg(pass);
-    if keys {
-        c.arg("--with-keys");
-    }
-    c.output().unwrap()
-}
-
-fn import(config: &Path, bundle: &Path, pass: &Path) -> Output {
-    offsite()
-        .args(["import-bundle", "--config"])
-        .arg(config)
-        .arg("--passphrase-file")
-        .arg(pass)
-        .arg(bundle)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn fails(o: &Output) -> String {
@@ -99,7 +64,7 @@ fn restore_onto_a_new_box_from_a_bundle_with_keys() {
     let usb = s.dir.path().join("usb");
     fs::create_dir(&usb).unwrap();
     let bundle = usb.join("offsite-bundle");
-    let out = ok(&export(&s.config, &bundle, &pass, true));
+    let out = ok(&export_bundle(&s.config, &bundle, &pass, true));
     assert!(out.contains("with the master key"), "{out}");
     assert_eq!(mode(&bundle), 0o600);
     let sealed = fs::read(&bundle).unwrap();
@@ -107,14 +72,14 @@ fn restore_onto_a_new_box_from_a_bundle_with_keys() {
     let key = fs::read(&s.key).unwrap();
     assert!(!sealed.windows(16).any(|w| key.windows(16).any(|k| k == w)));
     // Never overwritten.
-    let e = fails(&export(&s.config, &bundle, &pass, true));
+    let e = fails(&export_bundle(&s.config, &bundle, &pass, true));
     assert!(e.contains("already exists"), "{e}");
     assert_eq!(fs::read(&bundle).unwrap(), sealed);
 
     // The new box: nothing but the bundle, the passphrase and the target.
     let nb = tempfile::tempdir().unwrap();
     let config = nb.path().join("etc/offsite.toml");
-    let out = ok(&import(&config, &bundle, &pass));
+    let out = ok(&import_bundle(&config, &bundle, &pass));
     assert!(
         out.contains("share docs") && out.contains("created"),
         "{out}"
@@ -141,7 +106,7 @@ fn restore_onto_a_new_box_from_a_bundle_with_keys() {
     );
 
     // Importing the same bundle again: the key is already there with the same content.
-    let out = ok(&import(&config, &bundle, &pass));
+    let out = ok(&import_bundle(&config, &bundle, &pass));
     assert!(out.contains("already there"), "{out}");
 }
 
@@ -150,12 +115,12 @@ fn bundle_without_keys() {
     let s = old_box();
     let pass = pass_file(s.dir.path(), PASS);
     let bundle = s.dir.path().join("no-keys.bundle");
-    let out = ok(&export(&s.config, &bundle, &pass, false));
+    let out = ok(&export_bundle(&s.config, &bundle, &pass, false));
     assert!(out.contains("without keys"), "{out}");
 
     let nb = tempfile::tempdir().unwrap();
     let config = nb.path().join("offsite.toml");
-    let out = ok(&import(&config, &bundle, &pass));
+    let out = ok(&import_bundle(&config, &bundle, &pass));
     assert!(out.contains("no key in the bundle"), "{out}");
     assert!(!nb.path().join("master.key").exists());
     // With the key put back by hand (from its recovery copy), the target restores.
@@ -173,11 +138,16 @@ fn rejected_bundles_change_nothing() {
     let s = old_box();
     let pass = pass_file(s.dir.path(), PASS);
     let good = s.dir.path().join("good.bundle");
-    ok(&export(&s.config, &good, &pass, true));
+    ok(&export_bundle(&s.config, &good, &pass, true));
 
     // A short passphrase is refused at export.
     let short = pass_file(s.dir.path(), "short\n");
-    let e = fails(&export(&s.config, &s.dir.path().join("x"), &short, true));
+    let e = fails(&export_bundle(
+        &s.config,
+        &s.dir.path().join("x"),
+        &short,
+        true,
+    ));
     assert!(e.contains("shorter than 8"), "{e}");
     assert!(!s.dir.path().join("x").exists());
 
@@ -195,7 +165,7 @@ fn rejected_bundles_change_nothing() {
     };
 
     let wrong = pass_file(s.dir.path(), "not the right passphrase\n");
-    let e = fails(&import(&config, &good, &wrong));
+    let e = fails(&import_bundle(&config, &good, &wrong));
     assert!(e.contains("wrong passphrase"), "{e}");
     unchanged("wrong passphrase");
 
@@ -237,13 +207,13 @@ fn rejected_bundles_change_nothing() {
     for (what, bytes, says) in variants {
         let f = s.dir.path().join(format!("bad-{}", what.replace(' ', "-")));
         fs::write(&f, bytes).unwrap();
-        let e = fails(&import(&config, &f, &pass));
+        let e = fails(&import_bundle(&config, &f, &pass));
         assert!(e.contains(says), "{what}: {e}");
         unchanged(what);
     }
 
     // The shares of `s` lie in `s`'s folder, outside this box's data volumes.
-    let e = fails(&import(&config, &good, &pass));
+    let e = fails(&import_bundle(&config, &good, &pass));
     assert!(
         e.contains("share[0] \"docs\"") && e.contains(s.share.to_str().unwrap()),
         "{e}"
@@ -255,10 +225,10 @@ fn rejected_bundles_change_nothing() {
     let s2 = Setup::new();
     s2.local_config("\n[web]\ndata_volumes = [\"/srv\"]\n");
     let outside = s2.dir.path().join("outside.bundle");
-    ok(&export(&s2.config, &outside, &pass, false));
+    ok(&export_bundle(&s2.config, &outside, &pass, false));
     let fresh = tempfile::tempdir().unwrap();
     let fresh_config = fresh.path().join("offsite.toml");
-    let e = fails(&import(&fresh_config, &outside, &pass));
+    let e = fails(&import_bundle(&fresh_config, &outside, &pass));
     assert!(
         e.contains("\"docs\"") && e.contains(s2.share.to_str().unwrap()) && e.contains("/srv"),
         "{e}"
@@ -274,7 +244,7 @@ fn rejected_bundles_change_nothing() {
         wider.to_str().unwrap()
     ));
     let widening = s3.dir.path().join("wider.bundle");
-    ok(&export(&s3.config, &widening, &pass, false));
+    ok(&export_bundle(&s3.config, &widening, &pass, false));
     let boxed = s3.dir.path().join("box");
     fs::create_dir(&boxed).unwrap();
     let box_config = boxed.join("offsite.toml");
@@ -283,7 +253,7 @@ fn rejected_bundles_change_nothing() {
         web(s3.dir.path())
     );
     fs::write(&box_config, &own3).unwrap();
-    let said = ok(&import(&box_config, &widening, &pass));
+    let said = ok(&import_bundle(&box_config, &widening, &pass));
     assert!(said.contains("kept this box's [web] and [usb]"), "{said}");
     let now = fs::read_to_string(&box_config).unwrap();
     assert!(
@@ -309,7 +279,7 @@ fn rejected_bundles_change_nothing() {
         web(s.dir.path())
     );
     fs::write(&other_config, &own).unwrap();
-    let e = fails(&import(&other_config, &good, &pass));
+    let e = fails(&import_bundle(&other_config, &good, &pass));
     assert!(e.contains("never replaces"), "{e}");
     assert_eq!(fs::read_to_string(&other_config).unwrap(), own);
     assert_eq!(

@@ -213,18 +213,7 @@ fn every_state_write_is_durable_and_atomic() {
     let pass = s.dir.path().join("pass");
     fs::write(&pass, "a long passphrase\n").unwrap();
     let bundle_file = s.dir.path().join("b.bundle");
-    let out = offsite()
-        .args(["export-bundle", "--config", &config, "--passphrase-file"])
-        .arg(&pass)
-        .arg("--out")
-        .arg(&bundle_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&export_bundle(&s.config, &bundle_file, &pass, false));
     let calls = traced(
         &[
             "import-bundle",

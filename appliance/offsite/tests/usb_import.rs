@@ -118,20 +118,12 @@ fn a_bundle_on_a_usb_key_is_staged_until_an_admin_applies_it() {
     std::fs::create_dir_all(&key_dir).unwrap();
     let pass_file = dir.join("pass");
     std::fs::write(&pass_file, format!("{PASS}\n")).unwrap();
-    let out = offsite()
-        .args(["export-bundle", "--config"])
-        .arg(&other)
-        .arg("--out")
-        .arg(key_dir.join("offsite-bundle"))
-        .arg("--passphrase-file")
-        .arg(&pass_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&export_bundle(
+        &other,
+        &key_dir.join("offsite-bundle"),
+        &pass_file,
+        false,
+    ));
     // A key with a file of that name that is not a bundle.
     let junk_dir = dir.join("junk-key");
     std::fs::create_dir_all(&junk_dir).unwrap();
@@ -343,19 +335,7 @@ fn a_bundle_on_a_usb_key_is_staged_until_an_admin_applies_it() {
     let download = dir.join("downloaded-bundle");
     std::fs::write(&download, &r.body).unwrap();
     let fresh = dir.join("new-box/offsite.toml");
-    let out = offsite()
-        .args(["import-bundle", "--config"])
-        .arg(&fresh)
-        .arg("--passphrase-file")
-        .arg(&pass_file)
-        .arg(&download)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&import_bundle(&fresh, &download, &pass_file));
     assert_eq!(
         std::fs::read(dir.join("new-box/master.key")).unwrap(),
         std::fs::read(&s.key).unwrap()

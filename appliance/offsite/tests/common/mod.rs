@@ -31,6 +31,44 @@ pub fn offsite() -> Command {
     }
 }
 
+/// `offsite export-bundle --config CONFIG --out OUT --passphrase-file PASS [--with-keys]`.
+pub fn export_bundle(config: &Path, out: &Path, pass: &Path, keys: bool) -> Output {
+    let mut c = offsite();
+    c.args(["export-bundle", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .arg("--passphrase-file")
+        .arg(pass);
+    if keys {
+        c.arg("--with-keys");
+    }
+    c.output().unwrap()
+}
+
+/// `offsite import-bundle --config CONFIG --passphrase-file PASS BUNDLE`.
+pub fn import_bundle(config: &Path, bundle: &Path, pass: &Path) -> Output {
+    offsite()
+        .args(["import-bundle", "--config"])
+        .arg(config)
+        .arg("--passphrase-file")
+        .arg(pass)
+        .arg(bundle)
+        .output()
+        .unwrap()
+}
+
+/// The stdout of a command that must have succeeded (else a panic with both outputs).
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A share folder, a key, a config file and a target folder in one temporary folder.
 pub struct Setup {
     pub dir: tempfile::TempDir,
