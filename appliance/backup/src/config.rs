@@ -425,9 +425,27 @@ impl Config {
             Some(s) => s.get_ref().clone(),
             None => "rsync".into(),
         };
+        let port = match t.port {
+            Some(0) => {
+                return Err(err(
+                    Some(t_span.clone()),
+                    Some("target.port".into()),
+                    "must be a TCP port, 1 to 65535".into(),
+                ));
+            }
+            Some(p) => p,
+            None => 22,
+        };
+        // Port and user only mean something for an SSH target; a folder target ignores them (and the
+        // config the page writes leaves them out).
+        let (port, user) = if host.is_some() {
+            (port, user)
+        } else {
+            (22, String::new())
+        };
         let target = TargetConfig {
             host: host.map(Spanned::into_inner),
-            port: t.port.unwrap_or(22),
+            port,
             user,
             path: t.path.into_inner(),
             identity_file,
@@ -811,6 +829,12 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("usb.watch[0]"));
         let e = parse(&format!("{BASE}[usb]\nwatch = [\"/media/[x\"]\n")).unwrap_err();
         assert!(e.message.contains("pattern"), "{e}");
+        let e = parse(&format!("{BASE}port = 0\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("target.port"));
+        // Found by the config fuzzer: a folder target's port and user are ignored, so that what the page
+        // writes back (without them) reads back the same.
+        let c = parse(&format!("{BASE}port = 5\nuser = \"x\"\n")).unwrap();
+        assert_eq!((c.target.port, c.target.user.as_str()), (22, ""));
         let c = parse(BASE).unwrap();
         assert!(c.usb.enabled);
         assert_eq!(c.usb.watch, DEFAULT_USB_WATCH);
