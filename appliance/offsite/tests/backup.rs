@@ -191,31 +191,8 @@ fn kill_9_at_several_points_then_rerun() {
         let _ = child.kill();
         let _ = child.wait();
         // Whatever landed is whole: the receiving rsync removes its temporary file when the sender
-        // disappears (give it a moment to notice).
-        let temp_files = || -> Vec<String> {
-            let mut left = Vec::new();
-            for snap in s.snapshots(&s.target) {
-                // Names only: a temporary file may vanish between listing and reading (that is the
-                // receiving rsync cleaning up, which this loop waits for).
-                for rel in tree_names(&snap) {
-                    let name = rel.rsplit(|&b| b == b'/').next().unwrap();
-                    if name.starts_with(b".") && !name.starts_with(b".offsite") {
-                        left.push(String::from_utf8_lossy(&rel).into_owned());
-                    }
-                }
-            }
-            left
-        };
-        let mut waited = 0;
-        while !temp_files().is_empty() && waited < 100 {
-            std::thread::sleep(Duration::from_millis(100));
-            waited += 1;
-        }
-        assert!(
-            temp_files().is_empty(),
-            "temporary files left: {:?}",
-            temp_files()
-        );
+        // disappears.
+        s.wait_no_temp_files();
         std::thread::sleep(Duration::from_millis(1000));
     }
     let r = s.backup_ok();

@@ -209,32 +209,6 @@ fn check_target(s: &Setup, known: &BTreeMap<String, Tree>, rng: &mut Rng, all: b
     }
 }
 
-/// Temporary files of the receiving rsync left in snapshot folders (it removes them when the sender
-/// disappears; give it a moment).
-fn wait_no_temp_files(s: &Setup) {
-    let temp = || -> Vec<String> {
-        let mut left = Vec::new();
-        for snap in s.snapshots(&s.target) {
-            for rel in tree_names(&snap) {
-                let name = rel.rsplit(|&b| b == b'/').next().unwrap();
-                if name.starts_with(b".") && !name.starts_with(b".offsite") {
-                    left.push(String::from_utf8_lossy(&rel).into_owned());
-                }
-            }
-        }
-        left
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !temp().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "temporary files left: {:?}",
-            temp()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The newest complete snapshot's id after a successful run, recorded with the share's state.
 fn record(s: &Setup, known: &mut BTreeMap<String, Tree>) {
     let newest = snapshot_ids(&s.config).pop().unwrap();
@@ -283,7 +257,7 @@ fn backup_killed_at_random_points_loses_nothing() {
         }
         let _ = child.kill();
         let _ = child.wait();
-        wait_no_temp_files(&s);
+        s.wait_no_temp_files();
         // The next run completes normally.
         std::thread::sleep(Duration::from_millis(1100));
         let r = s.backup_ok();

@@ -147,6 +147,34 @@ impl Setup {
         report
     }
 
+    /// Waits (30 s at most, then panics) until no snapshot folder on the folder target holds a temporary
+    /// file of the receiving rsync: after a sender is killed, the receiver removes its temporary file
+    /// once it notices, so whatever landed is whole. Names only: a temporary file may vanish between
+    /// listing and reading.
+    pub fn wait_no_temp_files(&self) {
+        let temp = || -> Vec<String> {
+            let mut left = Vec::new();
+            for snap in self.snapshots(&self.target) {
+                for rel in tree_names(&snap) {
+                    let name = rel.rsplit(|&b| b == b'/').next().unwrap();
+                    if name.starts_with(b".") && !name.starts_with(b".offsite") {
+                        left.push(String::from_utf8_lossy(&rel).into_owned());
+                    }
+                }
+            }
+            left
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !temp().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "temporary files left: {:?}",
+                temp()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Snapshot folders of the share on a folder target, oldest first.
     pub fn snapshots(&self, root: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(root.join("docs"))
