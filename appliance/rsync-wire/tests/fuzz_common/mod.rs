@@ -24,9 +24,14 @@
 //!   per-run timeout, inside `catch_unwind`; a watchdog thread aborts the
 //!   process if a run is stuck outside the runtime's control.
 //! * **Findings**: a panic, a timeout, anything but `dest` in the sandbox,
-//!   a temporary file left in the destination, peak RSS (`VmHWM`) above
-//!   the limit, or a single allocation above [`MAX_ALLOCATION`] (when the
-//!   binary installs [`TrackingAlloc`]).
+//!   a temporary file left in the destination, a heap high-water mark
+//!   above the limit (every run) or peak RSS (`VmHWM`, every
+//!   [`RSS_EVERY`] runs) above it, or a single allocation above
+//!   [`MAX_ALLOCATION`] (the heap checks need the binary to install
+//!   [`TrackingAlloc`]).
+//! * **Cost**: the harness itself stays cheap (one walk of the sandbox
+//!   checks and cleans it, the push tree is built once, no `/proc` read
+//!   per run), so most of a run's time is the session under test.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,7 +39,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -180,6 +185,16 @@ pub type TreeEntry = (FileEntry, Vec<u8>);
 
 /// The tree the server holds (pull, list) or we send (push).
 pub fn source_tree() -> Vec<TreeEntry> {
+    source_tree_ref().to_vec()
+}
+
+/// [`source_tree`], built once (a push replays it on every run).
+fn source_tree_ref() -> &'static [TreeEntry] {
+    static TREE: std::sync::OnceLock<Vec<TreeEntry>> = std::sync::OnceLock::new();
+    TREE.get_or_init(build_source_tree)
+}
+
+fn build_source_tree() -> Vec<TreeEntry> {
     vec![
         (FileEntry::dir(".", MTIME, 0o755).with_nsec(5), Vec::new()),
         (
@@ -256,13 +271,25 @@ pub fn write_source_tree(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes [`basis_tree`] under `root` (created if needed).
+/// Writes [`basis_tree`] under `root` (created if needed). Pulls of the
+/// `basis` configurations call this before every run, so it makes as few
+/// system calls as it can: one open per file, folders only when missing.
 pub fn write_basis_tree(root: &Path) -> io::Result<()> {
-    for (name, data) in basis_tree() {
+    use std::io::Write;
+    static BASIS: std::sync::OnceLock<Vec<(&'static str, Vec<u8>)>> = std::sync::OnceLock::new();
+    let t = UNIX_EPOCH + Duration::from_secs(BASIS_MTIME as u64);
+    for (name, data) in BASIS.get_or_init(basis_tree) {
         let p = root.join(name);
-        std::fs::create_dir_all(p.parent().expect("has a parent"))?;
-        std::fs::write(&p, data)?;
-        set_mtime(&p, BASIS_MTIME, 0)?;
+        let mut f = match std::fs::File::create(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+                std::fs::File::create(&p)?
+            }
+            Err(e) => return Err(e),
+        };
+        f.write_all(data)?;
+        f.set_times(std::fs::FileTimes::new().set_modified(t))?;
     }
     Ok(())
 }
@@ -273,9 +300,9 @@ pub struct MemSource(pub HashMap<Vec<u8>, Vec<u8>>);
 impl MemSource {
     pub fn new() -> Self {
         MemSource(
-            source_tree()
-                .into_iter()
-                .map(|(e, d)| (e.name, d))
+            source_tree_ref()
+                .iter()
+                .map(|(e, d)| (e.name.clone(), d.clone()))
                 .collect(),
         )
     }
@@ -312,7 +339,7 @@ pub fn pull_options(c: &SeedConfig) -> PullOptions {
 }
 
 fn push_files() -> Vec<FileEntry> {
-    source_tree().into_iter().map(|(e, _)| e).collect()
+    source_tree_ref().iter().map(|(e, _)| e.clone()).collect()
 }
 
 // ---------------------------------------------------------------- recording
@@ -977,7 +1004,10 @@ impl AsyncRead for ChunkedReader {
 /// each thread since [`TrackingAlloc::reset`] (declare it with
 /// `#[global_allocator]` in the binary using the harness). Catches an
 /// allocation sized by a value the peer claimed before the data arrived,
-/// which `VmHWM` misses while the pages stay untouched.
+/// which `VmHWM` misses while the pages stay untouched. It also counts the
+/// bytes live on the heap (all threads) and their peak since the last
+/// reset, so every run's heap high-water mark is checked without reading
+/// `/proc`.
 pub struct TrackingAlloc;
 
 thread_local! {
@@ -985,13 +1015,16 @@ thread_local! {
 }
 
 static TRACKING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK_LIVE: AtomicUsize = AtomicUsize::new(0);
 
 impl TrackingAlloc {
-    /// Starts tracking (from the first call on) and clears this thread's
-    /// maximum.
+    /// Starts tracking (from the first call on), clears this thread's
+    /// maximum and restarts the heap peak from what is live now.
     pub fn reset() {
         TRACKING.store(true, Ordering::Relaxed);
         let _ = LARGEST.try_with(|c| c.set(0));
+        PEAK_LIVE.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// Largest request on this thread since [`TrackingAlloc::reset`].
@@ -999,8 +1032,16 @@ impl TrackingAlloc {
         LARGEST.try_with(|c| c.get()).unwrap_or(0)
     }
 
+    /// Most bytes live on the heap at once since [`TrackingAlloc::reset`]
+    /// (0 when the binary does not install the allocator).
+    pub fn peak_live() -> usize {
+        PEAK_LIVE.load(Ordering::Relaxed)
+    }
+
     fn note(size: usize) {
+        let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
         if TRACKING.load(Ordering::Relaxed) {
+            PEAK_LIVE.fetch_max(live, Ordering::Relaxed);
             let _ = LARGEST.try_with(|c| {
                 if size > c.get() {
                     c.set(size);
@@ -1008,28 +1049,43 @@ impl TrackingAlloc {
             });
         }
     }
+
+    fn freed(size: usize) {
+        LIVE.fetch_sub(size, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: forwards to the system allocator unchanged.
 unsafe impl std::alloc::GlobalAlloc for TrackingAlloc {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        Self::note(l.size());
         // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.alloc(l) }
+        let p = unsafe { std::alloc::System.alloc(l) };
+        if !p.is_null() {
+            Self::note(l.size());
+        }
+        p
     }
     unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
-        Self::note(l.size());
         // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.alloc_zeroed(l) }
+        let p = unsafe { std::alloc::System.alloc_zeroed(l) };
+        if !p.is_null() {
+            Self::note(l.size());
+        }
+        p
     }
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        Self::freed(l.size());
         // SAFETY: same contract as the caller's.
         unsafe { std::alloc::System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
-        Self::note(new);
         // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.realloc(p, l, new) }
+        let q = unsafe { std::alloc::System.realloc(p, l, new) };
+        if !q.is_null() {
+            Self::freed(l.size());
+            Self::note(new);
+        }
+        q
     }
 }
 
@@ -1103,7 +1159,12 @@ pub struct Harness {
     run_label: Arc<Mutex<String>>,
     stop: Arc<AtomicBool>,
     pid: String,
+    /// Runs so far (for the periodic `VmHWM` check).
+    runs: u64,
 }
+
+/// `VmHWM` is read every this many runs (and after any finding).
+pub const RSS_EVERY: u64 = 64;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -1165,6 +1226,7 @@ impl Harness {
             run_label,
             stop,
             pid: std::process::id().to_string(),
+            runs: 0,
         }
     }
 
@@ -1256,23 +1318,17 @@ impl Harness {
         if ok {
             c.ok += 1;
         }
-        // Nothing but `dest` next to the destination.
-        if finding.is_none() {
-            let names: Vec<String> = std::fs::read_dir(&self.sandbox)
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let allowed = |n: &String| target == Target::Pull && n == "dest";
-            if let Some(bad) = names.iter().find(|n| !allowed(n)) {
-                finding = Some(format!("write outside the destination: {bad:?}"));
-            }
+        // One walk of the sandbox checks and cleans it for the next run:
+        // nothing but `dest` next to the destination (and that only for a
+        // pull), no temporary file of ours anywhere in it.
+        let (stray, temp) = check_and_clean(&self.sandbox, target == Target::Pull, &self.pid);
+        if finding.is_none()
+            && let Some(bad) = stray
+        {
+            finding = Some(format!("write outside the destination: {bad:?}"));
         }
         if finding.is_none()
-            && target == Target::Pull
-            && let Some(t) = find_temp_file(&dest, &self.pid)
+            && let Some(t) = temp
         {
             finding = Some(format!("temporary file left behind: {t}"));
         }
@@ -1281,15 +1337,27 @@ impl Harness {
                 "allocation of {largest} bytes (limit {MAX_ALLOCATION})"
             ));
         }
-        let rss = peak_rss_kib();
-        if finding.is_none() && rss > self.max_rss_kib {
+        // The heap's high-water mark of this run, every run; the process's
+        // (`VmHWM`, which also sees stacks and untracked memory) every
+        // `RSS_EVERY` runs and after any finding, as reading `/proc` costs
+        // more than many runs do.
+        let heap = TrackingAlloc::peak_live() as u64 / 1024;
+        if finding.is_none() && heap > self.max_rss_kib {
             finding = Some(format!(
-                "peak RSS {rss} KiB above the limit of {} KiB",
+                "heap peak {heap} KiB above the limit of {} KiB",
                 self.max_rss_kib
             ));
         }
-        // Clean the sandbox for the next run.
-        clean_dir(&self.sandbox);
+        self.runs += 1;
+        if finding.is_some() || self.runs.is_multiple_of(RSS_EVERY) {
+            let rss = peak_rss_kib();
+            if finding.is_none() && rss > self.max_rss_kib {
+                finding = Some(format!(
+                    "peak RSS {rss} KiB above the limit of {} KiB (checked every {RSS_EVERY} runs)",
+                    self.max_rss_kib
+                ));
+            }
+        }
         match finding {
             Some(what) => Err(Finding { what }),
             None => Ok(ok),
@@ -1303,47 +1371,76 @@ impl Drop for Harness {
     }
 }
 
-/// A temporary file of this process (`.NAME.PID.N`) anywhere under `root`.
-fn find_temp_file(root: &Path, pid: &str) -> Option<String> {
-    let rd = std::fs::read_dir(root).ok()?;
+/// Whether `name` is a temporary file of process `pid` (`.NAME.PID.N`).
+fn is_temp_name(name: &[u8], pid: &str) -> bool {
     let marker = format!(".{pid}.");
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let n = name.as_bytes();
-        if n.first() == Some(&b'.')
-            && let Some(i) = n
-                .windows(marker.len())
-                .rposition(|w| w == marker.as_bytes())
-            && n[i + marker.len()..].iter().all(u8::is_ascii_digit)
-            && i + marker.len() < n.len()
-        {
-            return Some(e.path().display().to_string());
-        }
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false)
-            && let Some(t) = find_temp_file(&e.path(), pid)
-        {
-            return Some(t);
-        }
-    }
-    None
+    name.first() == Some(&b'.')
+        && name
+            .windows(marker.len())
+            .rposition(|w| w == marker.as_bytes())
+            .is_some_and(|i| {
+                i + marker.len() < name.len()
+                    && name[i + marker.len()..].iter().all(u8::is_ascii_digit)
+            })
 }
 
-/// Removes everything inside `dir` (making directories writable first).
-fn clean_dir(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
+/// Empties the sandbox `dir` and reports what should not have been there:
+/// the first entry other than `dest` (allowed only when `dest_allowed`),
+/// and the first temporary file of process `pid` anywhere under `dest`.
+fn check_and_clean(dir: &Path, dest_allowed: bool, pid: &str) -> (Option<String>, Option<String>) {
+    let mut stray = None;
+    let mut temp = None;
     let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+        return (stray, temp);
     };
     for e in rd.flatten() {
-        let p = e.path();
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir {
-            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
-            clean_dir(&p);
-            let _ = std::fs::remove_dir(&p);
-        } else {
-            let _ = std::fs::remove_file(&p);
+        let name = e.file_name();
+        let is_dest = dest_allowed && name.as_bytes() == b"dest";
+        if !is_dest && stray.is_none() {
+            stray = Some(name.to_string_lossy().into_owned());
         }
+        remove_entry(&e, if is_dest { Some(pid) } else { None }, &mut temp);
+    }
+    (stray, temp)
+}
+
+/// Removes `e` (a whole tree for a folder), noting in `temp` the first
+/// temporary file of `pid` met on the way (when `pid` is given).
+fn remove_entry(e: &std::fs::DirEntry, pid: Option<&str>, temp: &mut Option<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = e.path();
+    if let Some(pid) = pid
+        && temp.is_none()
+        && is_temp_name(e.file_name().as_bytes(), pid)
+    {
+        *temp = Some(p.display().to_string());
+    }
+    if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        let _ = std::fs::remove_file(&p);
+        return;
+    }
+    let rd = match std::fs::read_dir(&p) {
+        Ok(rd) => Ok(rd),
+        Err(_) => {
+            // A folder the session left without read or search permission.
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
+            std::fs::read_dir(&p)
+        }
+    };
+    if let Ok(rd) = rd {
+        for c in rd.flatten() {
+            remove_entry(&c, pid, temp);
+        }
+    }
+    if std::fs::remove_dir(&p).is_err() {
+        // Not empty yet: its entries could not be removed without write permission.
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = std::fs::read_dir(&p) {
+            for c in rd.flatten() {
+                remove_entry(&c, pid, temp);
+            }
+        }
+        let _ = std::fs::remove_dir(&p);
     }
 }
 
