@@ -9,7 +9,9 @@
 //! * [`api`] — routes and the status the page shows
 //!
 //! The server is hyper's HTTP/1.1 over tokio-rustls, one task per connection, at most
-//! [`MAX_CONNECTIONS`] at a time; a TLS handshake must finish within ten seconds.
+//! [`MAX_CONNECTIONS`] at a time and [`guard::MAX_CONNECTIONS_PER_ADDRESS`] from one client; a TLS
+//! handshake must finish within ten seconds, request headers within thirty, and neither a request body
+//! nor a response may stall (see [`guard`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 pub mod api;
 pub mod auth;
 mod bundle_api;
+pub mod guard;
 mod notify_api;
 mod restore_api;
 mod settings;
@@ -136,8 +139,11 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
 }
 
 async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: Arc<App>) {
-    let router = api::router(app);
+    let router = api::router(app)
+        .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_BODY))
+        .layer(axum::middleware::from_fn(guard::body_deadline));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let addresses = guard::Addresses::default();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -151,12 +157,19 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, app: Arc<App>) {
                 continue;
             }
         };
+        let Some(held) = addresses.admit(peer.ip()) else {
+            // Closed at once: that address holds its share of the slots already.
+            tracing::debug!("web: {} holds too many connections; refused one", peer.ip());
+            continue;
+        };
         let acceptor = acceptor.clone();
         let svc = router
             .clone()
             .layer(axum::Extension(api::ClientIp(peer.ip())));
         tokio::spawn(async move {
             let _permit = permit;
+            let _held = held;
+            let tcp = guard::WriteDeadline::new(tcp, guard::WRITE_STALL);
             let Ok(Ok(stream)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
             else {

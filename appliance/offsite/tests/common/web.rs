@@ -16,6 +16,13 @@ pub struct Serve {
     pub setup_code: String,
 }
 
+impl Serve {
+    /// Whether the server process is still running.
+    pub fn child_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
