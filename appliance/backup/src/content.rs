@@ -41,6 +41,10 @@ pub enum Source {
     Inline(Arc<[u8]>),
     /// A file of the share.
     File(FileSpec),
+    /// A share file that kept changing while it was read: its entry stands for the version the previous
+    /// snapshot holds (that version's size and time), which the receiver links from there. There is no
+    /// content to send: if the receiver asks for it all the same, the file fails.
+    Previous,
 }
 
 /// A share file to read, and how.
@@ -82,10 +86,16 @@ impl ReadCounters {
     }
 }
 
+/// How the reason for a file that changed while it was read begins.
+pub const CHANGED: &str = "the file changed";
+
 fn changed(what: &str) -> io::Error {
-    io::Error::other(format!(
-        "the file changed {what}; it will be backed up next run"
-    ))
+    io::Error::other(format!("{CHANGED} {what}"))
+}
+
+/// Whether a failure's reason is a file that changed while it was read (worth another try).
+pub fn is_changed(why: &str) -> bool {
+    why.starts_with(CHANGED)
 }
 
 fn same_file(meta: &std::fs::Metadata, stat: &Stat) -> bool {
@@ -358,6 +368,13 @@ impl rsync_wire::ContentSource for BatchContent {
                 return Ok(Box::pin(io::Cursor::new(bytes.clone())));
             }
             Some(Source::File(spec)) => spec.clone(),
+            Some(Source::Previous) => {
+                let e = io::Error::other(
+                    "the target has no copy of its previous version to keep (it was asked for)",
+                );
+                record(&self.outcomes, index, &Err(io::Error::other(e.to_string())));
+                return Err(e);
+            }
             _ => return Err(io::Error::other("no content for this entry")),
         };
         let keys = self.keys.clone();

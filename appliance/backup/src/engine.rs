@@ -253,6 +253,42 @@ struct Walked {
     link: Vec<u8>,
     /// Target size and hash, when known before the push (index, inline content, folders).
     known: Option<(u64, [u8; 32])>,
+    /// Files: how the index recorded it last time (the version the previous snapshot holds).
+    recorded: Option<IndexEntry>,
+    /// Set when the file kept changing while it was read and the entry stands for the previous version:
+    /// why (reported, and the run is partial).
+    kept_previous: Option<String>,
+}
+
+/// How many more times a file that changed while it was read is tried in the same run, each in a small
+/// session of its own, before it keeps its previous version.
+const CHANGED_RETRIES: usize = 2;
+
+/// Makes an entry stand for the version of a file the index recorded, which is the one the previous
+/// snapshot holds: the receiver links it from there (same size and time) without asking for content.
+/// `None` (nothing changed) when the index has no record of the file.
+fn keep_previous(entry: &mut FileEntry, walked: &mut Walked, why: &str) -> Option<Source> {
+    let rec = walked.recorded.as_ref()?;
+    entry.kind = rsync_wire::EntryKind::File {
+        size: rec.remote_size,
+    };
+    entry.mtime = rec.mtime;
+    entry.mtime_nsec = rec.mtime_nsec;
+    walked.stat = Stat {
+        size: rec.size,
+        mtime: rec.mtime,
+        mtime_nsec: rec.mtime_nsec,
+        ctime: rec.ctime,
+        ctime_nsec: rec.ctime_nsec,
+        ino: rec.ino,
+        dev: walked.stat.dev,
+        perms: walked.stat.perms,
+    };
+    walked.known = Some((rec.remote_size, rec.hash));
+    walked.kept_previous = Some(format!(
+        "{why}; this snapshot keeps the version of the previous backup"
+    ));
+    Some(Source::Previous)
 }
 
 /// One rsync session's worth of entries.
@@ -274,6 +310,45 @@ impl Batch {
         self.sources.push(source);
         self.walked.push(walked);
     }
+}
+
+/// A fresh look at a file that changed while it was read: its stat now and its size on the target
+/// (sealed: one sizing pass); and the nanoseconds to send (one off when the time equals the recorded
+/// one, as in [`add_entry`]).
+fn look_again(
+    spec: &FileSpec,
+    recorded: Option<&IndexEntry>,
+    keys: &Keys,
+    options: SealOptions,
+    counters: &ReadCounters,
+) -> std::io::Result<(FileSpec, u32)> {
+    let meta = fs::symlink_metadata(&spec.path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("no longer a regular file"));
+    }
+    let stat = Stat::of(&meta);
+    let nsec = match recorded {
+        Some(ix) if ix.mtime == stat.mtime && ix.mtime_nsec == stat.mtime_nsec => {
+            stat.mtime_nsec ^ 1
+        }
+        _ => stat.mtime_nsec,
+    };
+    let mut fresh = FileSpec {
+        path: spec.path.clone(),
+        stat,
+        sealed_as: spec.sealed_as.clone(),
+        remote_size: 0,
+    };
+    fresh.remote_size = match &fresh.sealed_as {
+        None => fresh.stat.size,
+        Some(_) => crate::content::sealed_size(&fresh, keys, options, counters)?,
+    };
+    Ok((fresh, nsec))
+}
+
+/// Whether folder `dir` lies above `path` (both `/`-separated, relative to the snapshot).
+fn is_ancestor(dir: &[u8], path: &[u8]) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
 }
 
 fn root_entry(stat: &Stat) -> FileEntry {
@@ -564,6 +639,8 @@ fn add_entry(
                 stat: e.stat,
                 link: Vec::new(),
                 known: Some((0, [0; 32])),
+                recorded: None,
+                kept_previous: None,
             };
             batch.push(entry, Source::None, Some(walked));
         }
@@ -590,6 +667,8 @@ fn add_entry(
                         stat: e.stat,
                         link: target,
                         known: Some((len, stats.mac)),
+                        recorded: None,
+                        kept_previous: None,
                     }),
                 );
             } else {
@@ -604,6 +683,8 @@ fn add_entry(
                         stat: e.stat,
                         link: target,
                         known: Some((0, [0; 32])),
+                        recorded: None,
+                        kept_previous: None,
                     }),
                 );
             }
@@ -653,6 +734,8 @@ fn add_entry(
                 sealed_as,
                 remote_size,
             };
+            // Kept for a changed file only: what it falls back to if it keeps changing while read.
+            let recorded = if known.is_none() { recorded } else { None };
             batch.push(
                 entry,
                 Source::File(spec),
@@ -662,6 +745,8 @@ fn add_entry(
                     stat: e.stat,
                     link: Vec::new(),
                     known,
+                    recorded,
+                    kept_previous: None,
                 }),
             );
         }
@@ -686,6 +771,8 @@ struct InFlight {
 struct BatchRecord {
     content_errors: u64,
     what: String,
+    /// The file list as pushed (for another try of files that changed while read).
+    entries: Vec<FileEntry>,
     walked: Vec<Option<Walked>>,
     sources: Arc<Vec<Source>>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
@@ -828,9 +915,6 @@ impl Preparer {
                 all
             })
         };
-        p.counts.files_read += counters.files_read.into_inner();
-        p.counts.bytes_read += counters.bytes_read.into_inner();
-        p.counts.bytes_produced += counters.bytes_produced.into_inner();
         let mut dropped = Vec::new();
         let mut sized = 0;
         for (i, r) in results {
@@ -866,6 +950,61 @@ impl Preparer {
             }
         }
         dropped.sort_by_key(|d| std::cmp::Reverse(d.0));
+        // A file that changed since the walk saw it keeps the previous snapshot's version, when there is
+        // one, rather than vanishing from this snapshot (a file written all night long would otherwise be
+        // in no snapshot at all once the older ones are pruned).
+        dropped.retain_mut(|(i, why)| {
+            let i = *i;
+            if !crate::content::is_changed(why) {
+                return true;
+            }
+            let Some(w) = p.batch.walked[i].as_mut() else {
+                return true;
+            };
+            // First another look or two: a file saved once during the run is simply taken as it is now.
+            if let Source::File(spec) = &p.batch.sources[i] {
+                let spec = spec.clone();
+                for _ in 0..CHANGED_RETRIES {
+                    match look_again(
+                        &spec,
+                        w.recorded.as_ref(),
+                        &self.keys,
+                        self.seal_options,
+                        &counters,
+                    ) {
+                        Ok((fresh, nsec)) => {
+                            let e = &mut p.batch.entries[i];
+                            e.kind = rsync_wire::EntryKind::File {
+                                size: fresh.remote_size,
+                            };
+                            e.mtime = fresh.stat.mtime;
+                            e.mtime_nsec = nsec;
+                            e.perms = fresh.stat.perms;
+                            w.stat = fresh.stat.clone();
+                            p.batch.sources[i] = Source::File(fresh);
+                            return false;
+                        }
+                        Err(e) if crate::content::is_changed(&e.to_string()) => {
+                            *why = e.to_string();
+                        }
+                        Err(e) => {
+                            *why = e.to_string();
+                            return true;
+                        }
+                    }
+                }
+            }
+            match keep_previous(&mut p.batch.entries[i], w, why) {
+                Some(source) => {
+                    p.batch.sources[i] = source;
+                    false
+                }
+                None => true,
+            }
+        });
+        p.counts.files_read += counters.files_read.into_inner();
+        p.counts.bytes_read += counters.bytes_read.into_inner();
+        p.counts.bytes_produced += counters.bytes_produced.into_inner();
         for (i, why) in dropped {
             if let Some(w) = p.batch.walked.remove(i) {
                 p.skips.push((w.rel, why));
@@ -996,6 +1135,7 @@ impl ShareRun<'_> {
         let mut sources = Vec::with_capacity(entries.len());
         sources.push(Source::None);
         sources.append(&mut batch.sources);
+        let kept = entries.clone();
         let flist = FileList::new(entries, self.root.mtime).map_err(|e| {
             Error::new(
                 format!("share {}: building the file list", self.share.name),
@@ -1019,6 +1159,7 @@ impl ShareRun<'_> {
             record: BatchRecord {
                 content_errors: started.content_errors,
                 what: started.what,
+                entries: kept,
                 walked: batch.walked,
                 sources,
                 outcomes,
@@ -1036,15 +1177,25 @@ impl ShareRun<'_> {
         let BatchRecord {
             content_errors,
             what,
-            walked,
+            entries,
+            mut walked,
             sources,
             outcomes,
         } = batch;
         Self::settle(result, content_errors, what, report)?;
-        let outcomes = match outcomes.lock() {
+        let mut outcomes = match outcomes.lock() {
             Ok(o) => o.clone(),
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
         };
+        self.retry_changed(
+            &entries,
+            &sources,
+            &mut walked,
+            &mut outcomes,
+            report,
+            progress,
+        )
+        .await?;
         // Record what is now in the snapshot, in walk order.
         for (i, walked) in walked.into_iter().enumerate() {
             let Some(w) = walked else { continue };
@@ -1061,7 +1212,12 @@ impl ShareRun<'_> {
                     skipped(report, progress, &self.share.name, &w.rel, why.clone());
                     continue;
                 }
-                (Some(k), _, _) => *k,
+                (Some(k), _, _) => {
+                    if let Some(why) = &w.kept_previous {
+                        skipped(report, progress, &self.share.name, &w.rel, why.clone());
+                    }
+                    *k
+                }
                 (None, Source::File(spec), Outcome { hash: Some(h), .. }) => (spec.remote_size, *h),
                 (None, Source::File(spec), _) => {
                     // The target already had it (same size and mtime), so it was not read: hash it now.
@@ -1115,6 +1271,179 @@ impl ShareRun<'_> {
         Ok(())
     }
 
+    /// Tries again the files of a pushed batch that changed while they were read, each time with a fresh
+    /// look at the file, in small sessions of their own (the folders above them and the files); a file
+    /// that changed every time keeps its previous version (see [`keep_previous`]). Updates `walked` and
+    /// `outcomes` (slot = index in `entries`, `walked[slot - 1]`), so the batch is recorded in walk order.
+    async fn retry_changed(
+        &self,
+        entries: &[FileEntry],
+        sources: &[Source],
+        walked: &mut [Option<Walked>],
+        outcomes: &mut [Outcome],
+        report: &mut ShareReport,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<(), Error> {
+        let mut pending: Vec<usize> = (1..entries.len())
+            .filter(|&slot| {
+                matches!(sources.get(slot), Some(Source::File(_)))
+                    && outcomes
+                        .get(slot)
+                        .and_then(|o| o.error.as_deref())
+                        .is_some_and(crate::content::is_changed)
+                    && walked.get(slot - 1).is_some_and(Option::is_some)
+            })
+            .collect();
+        for attempt in 0..=CHANGED_RETRIES {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let last = attempt == CHANGED_RETRIES;
+            // slot -> (entry, source) for this try
+            let mut tries: Vec<(usize, FileEntry, Source)> = Vec::new();
+            for &slot in &pending {
+                let (Some(Source::File(spec)), Some(Some(w))) =
+                    (sources.get(slot), walked.get_mut(slot - 1))
+                else {
+                    continue;
+                };
+                let mut entry = entries[slot].clone();
+                let why = outcomes[slot].error.clone().unwrap_or_default();
+                if last {
+                    if let Some(source) = keep_previous(&mut entry, w, &why) {
+                        tries.push((slot, entry, source));
+                    }
+                    continue;
+                }
+                match self.look_again(spec, w).await {
+                    Ok((spec, nsec)) => {
+                        entry.kind = rsync_wire::EntryKind::File {
+                            size: spec.remote_size,
+                        };
+                        entry.mtime = spec.stat.mtime;
+                        entry.mtime_nsec = nsec;
+                        entry.perms = spec.stat.perms;
+                        tries.push((slot, entry, Source::File(spec)));
+                    }
+                    Err(e) => outcomes[slot].error = Some(e.to_string()),
+                }
+            }
+            pending.clear();
+            if tries.is_empty() {
+                return Ok(());
+            }
+            // The list: the share's root, the folders above the files, the files; in the batch's order.
+            let mut list = vec![root_entry(&self.root)];
+            let mut list_sources = vec![Source::None];
+            let mut at = Vec::new();
+            let mut t = 0;
+            for (i, e) in entries.iter().enumerate().skip(1) {
+                if t < tries.len() && tries[t].0 == i {
+                    let (slot, entry, source) =
+                        std::mem::replace(&mut tries[t], (i, entries[i].clone(), Source::None));
+                    at.push((slot, list.len(), matches!(source, Source::Previous)));
+                    list.push(entry);
+                    list_sources.push(source);
+                    t += 1;
+                } else if e.kind == rsync_wire::EntryKind::Dir
+                    && tries[t.min(tries.len() - 1)..]
+                        .iter()
+                        .any(|(_, f, _)| is_ancestor(&e.name, &f.name))
+                {
+                    list.push(e.clone());
+                    list_sources.push(Source::None);
+                }
+            }
+            let flist = FileList::new(list, self.root.mtime).map_err(|e| {
+                Error::new(
+                    format!("share {}: building the file list", self.share.name),
+                    e,
+                )
+            })?;
+            let mini = Arc::new(Mutex::new(vec![Outcome::default(); list_sources.len()]));
+            let list_sources = Arc::new(list_sources);
+            let mut content = BatchContent {
+                sources: list_sources.clone(),
+                outcomes: mini.clone(),
+                keys: self.ctx.keys.clone(),
+                options: self.seal_options,
+                counters: self.counters.clone(),
+            };
+            tracing::debug!(share = %self.share.name, files = at.len(), attempt, "files that changed while read, again");
+            self.push(&flist, &mut content, report, progress).await?;
+            let mini = match mini.lock() {
+                Ok(o) => o.clone(),
+                Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
+            };
+            for (slot, pos, previous) in at {
+                let (Some(Some(w)), Some(o)) = (walked.get_mut(slot - 1), mini.get(pos)) else {
+                    continue;
+                };
+                match (&o.error, previous) {
+                    (Some(why), true) => {
+                        let kept = w.kept_previous.take().unwrap_or_default();
+                        outcomes[slot].error = Some(format!("{kept}, but {why}"));
+                    }
+                    (None, true) => outcomes[slot] = Outcome::default(),
+                    (Some(why), false) if crate::content::is_changed(why) => {
+                        outcomes[slot].error = Some(why.clone());
+                        pending.push(slot);
+                    }
+                    (Some(why), false) => outcomes[slot].error = Some(why.clone()),
+                    (None, false) => {
+                        let Source::File(spec) = &list_sources[pos] else {
+                            continue;
+                        };
+                        let hash = match o.hash {
+                            Some(h) => h,
+                            // The target had it already (the previous snapshot holds this very
+                            // version): hash it as the batch does.
+                            None => match self.hash_now(spec).await {
+                                Ok(h) => h,
+                                Err(e) => {
+                                    outcomes[slot].error = Some(e.to_string());
+                                    continue;
+                                }
+                            },
+                        };
+                        w.stat = spec.stat.clone();
+                        w.known = Some((spec.remote_size, hash));
+                        outcomes[slot] = Outcome::default();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`look_again`] on a blocking thread.
+    async fn look_again(&self, spec: &FileSpec, w: &Walked) -> std::io::Result<(FileSpec, u32)> {
+        let (keys, options, counters) = (
+            self.ctx.keys.clone(),
+            self.seal_options,
+            self.counters.clone(),
+        );
+        let (spec, recorded) = (spec.clone(), w.recorded.clone());
+        tokio::task::spawn_blocking(move || {
+            look_again(&spec, recorded.as_ref(), &keys, options, &counters)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// The hash of what a file produces now (for a file the receiver did not need to be sent).
+    async fn hash_now(&self, spec: &FileSpec) -> std::io::Result<[u8; 32]> {
+        let spec = spec.clone();
+        let keys = self.ctx.keys.clone();
+        let options = self.seal_options;
+        let counters = self.counters.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::content::produce(&spec, &keys, options, &counters, &mut |_| Ok(()))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// Seals the manifest and pushes it: the snapshot is complete.
     async fn push_manifest(&mut self, report: &mut ShareReport) -> Result<(), Error> {
         let Some(m) = self.manifest.take() else {
@@ -1144,10 +1473,16 @@ impl ShareRun<'_> {
         .map_err(ctx)?;
         let (sealed_file, meta) = sealed;
         let len = meta.len();
-        let now = self.ctx.now.as_second();
+        // The snapshot's own time, not the run's: two runs within one second get snapshots a second
+        // apart, and a manifest with the previous one's size and time would pass the receiver's quick
+        // check and be linked from the previous snapshot instead of sent (the new snapshot would then
+        // carry the old manifest).
+        let time = SnapshotId::parse(&self.snapshot)
+            .map(|id| id.timestamp().as_second())
+            .unwrap_or_else(|| self.ctx.now.as_second());
         let entries = vec![
             root_entry(&self.root),
-            FileEntry::file(MANIFEST_NAME, len, now, 0o600),
+            FileEntry::file(MANIFEST_NAME, len, time, 0o600),
         ];
         let flist = FileList::new(entries, self.root.mtime)
             .map_err(|e| Error::new("building the manifest's file list", e))?;
