@@ -833,3 +833,140 @@ fn two_runs_within_one_second_keep_their_own_manifests() {
         println!("runs within the same second: {same_second}");
     }
 }
+
+/// `mount -o remount,bind,ro|rw` of the target (a bind mount of itself); false when the kernel refuses
+/// (a file is open for writing on it: EBUSY).
+fn remount(target: &Path, read_only: bool) -> bool {
+    let opts = if read_only {
+        "remount,bind,ro"
+    } else {
+        "remount,bind,rw"
+    };
+    std::process::Command::new("mount")
+        .args(["-o", opts])
+        .arg(target)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The target turns read-only (issue 9, "a remote path that becomes read-only"): before a run, and in
+/// the middle of one (the target is a bind mount of itself that the test remounts read-only as soon as
+/// the kernel lets it, which is between two files being written). The run must fail with an error that
+/// names the host or the share and says why; nothing already backed up is touched; once the target is
+/// writable again the next run succeeds and every snapshot verifies and restores exactly.
+#[test]
+fn target_turning_read_only_loses_nothing() {
+    let mut rng = Rng(seed() ^ 0x0ead_0e1f);
+    let sshd = TestSshd::start();
+    let s = Setup::new();
+    fill(&s.share, &mut rng);
+    let ok = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&s.target)
+        .arg(&s.target)
+        .status()
+        .unwrap()
+        .success();
+    assert!(
+        ok,
+        "mount --bind failed: this test needs root (CAP_SYS_ADMIN)"
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(s.target.clone());
+    s.write_config(
+        &format!(
+            "host = \"127.0.0.1\"\nport = {}\nuser = {:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n\
+             path = {:?}",
+            sshd.port,
+            sshd.user,
+            sshd.client_key.to_str().unwrap(),
+            sshd.known_hosts.to_str().unwrap(),
+            s.target.to_str().unwrap()
+        ),
+        "",
+    );
+    let mut known = BTreeMap::new();
+    s.backup_ok();
+    record(&s, &mut known);
+
+    // Read-only before the run.
+    churn(&s.share, &mut rng, 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(remount(&s.target, true));
+    let (out, _) = s.backup(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a run into a read-only target succeeded"
+    );
+    assert!(
+        (err.contains("127.0.0.1") || err.contains("docs"))
+            && err.to_lowercase().contains("read-only"),
+        "the error does not say where or why: {err}"
+    );
+    // What is there still verifies and restores (reading needs no write).
+    check_target(&s, &known, &mut rng, true);
+    assert!(remount(&s.target, false));
+    s.backup_ok();
+    record(&s, &mut known);
+
+    // Read-only in the middle of runs.
+    let mut failed_mid_run = 0;
+    for round in 0..3u64 {
+        churn(&s.share, &mut rng, 10 + round);
+        for i in 0..6 {
+            fs::write(
+                s.share.join(format!("d2/mid-{round}-{i}.bin")),
+                rng.bytes(1 << 20),
+            )
+            .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        let target = s.target.clone();
+        let delay = Duration::from_millis(50 + rng.below(400));
+        let flipper = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(20) {
+                if remount(&target, true) {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            false
+        });
+        let (out, _) = s.backup(&[]);
+        assert!(
+            flipper.join().unwrap(),
+            "the target could not be made read-only"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            failed_mid_run += 1;
+            println!("round {round}, read-only mid-run: {err}");
+            assert!(
+                err.contains("127.0.0.1") || err.contains("docs"),
+                "round {round}: the error names neither host nor share: {err}"
+            );
+            assert!(
+                !err.contains("refused") && !err.contains("panicked"),
+                "round {round}: {err}"
+            );
+        }
+        check_target(&s, &known, &mut rng, false);
+        assert!(remount(&s.target, false));
+        std::thread::sleep(Duration::from_millis(1100));
+        s.backup_ok();
+        record(&s, &mut known);
+        s.wait_no_temp_files();
+    }
+    println!("runs that met a read-only target mid-run and failed: {failed_mid_run} of 3");
+    check_target(&s, &known, &mut rng, true);
+}
