@@ -251,7 +251,9 @@ async fn nights_catch_up_cancel_and_run_now() {
 }
 
 /// Every file below `root`: relative path → content.
-fn files(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+/// Every file under `root`: its size and BLAKE3 digest, read piece by piece (the soak measures the
+/// process's memory: holding whole trees here would measure the test, not the service).
+fn files(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, (u64, [u8; 32])> {
     let mut out = std::collections::BTreeMap::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -260,9 +262,11 @@ fn files(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>
             if p.is_dir() {
                 todo.push(p);
             } else {
+                let mut h = blake3::Hasher::new();
+                let n = std::io::copy(&mut std::fs::File::open(&p).unwrap(), &mut h).unwrap();
                 out.insert(
                     p.strip_prefix(root).unwrap().to_owned(),
-                    std::fs::read(&p).unwrap(),
+                    (n, *h.finalize().as_bytes()),
                 );
             }
         }
