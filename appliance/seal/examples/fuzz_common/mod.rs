@@ -163,7 +163,7 @@ fn mixed(n: usize, salt: u8) -> Vec<u8> {
     let mut v = Vec::with_capacity(n);
     let mut k = 0u8;
     while v.len() < n {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             v.extend_from_slice(&text(5000, u32::from(salt) * 100 + u32::from(k)));
         } else {
             v.extend_from_slice(&random(7000, salt.wrapping_add(k)));
@@ -225,11 +225,11 @@ impl Seeds {
             ("max-chunks-zeros", 5, vec![0u8; 70_000], true),
         ];
         let mut files = Vec::new();
-        for key in 0..2 {
+        for (key, k) in keys.iter().enumerate().take(2) {
             for (name, path, plain, compress) in &specs {
-                let sealed = seal_bytes(&keys[key], &paths[*path], *compress, plain);
+                let sealed = seal_bytes(k, &paths[*path], *compress, plain);
                 files.push(FileSeed {
-                    name: format!("{}-{name}", keys[key].suite().name()),
+                    name: format!("{}-{name}", k.suite().name()),
                     key,
                     path: *path,
                     plain: plain.clone(),
@@ -259,9 +259,9 @@ impl Seeds {
             (b"docs", vec![b'q'; 200]),
         ];
         let mut name_seeds = Vec::new();
-        for key in 0..2 {
+        for (key, k) in keys.iter().enumerate().take(2) {
             for (parent, name) in &name_specs {
-                let sealed = names::seal_name(&keys[key], parent, name).expect("seal name");
+                let sealed = names::seal_name(k, parent, name).expect("seal name");
                 name_seeds.push(NameSeed {
                     key,
                     parent: parent.to_vec(),
@@ -279,10 +279,10 @@ impl Seeds {
             format!("{}/{}", "m".repeat(128), "n".repeat(130)),
         ];
         let mut sealed_paths = Vec::new();
-        for key in 0..2 {
+        for (key, k) in keys.iter().enumerate().take(2) {
             for p in &path_specs {
                 let plain = RelPath::new(p.as_bytes()).expect("valid path");
-                let sp = names::seal_path(&keys[key], &plain).expect("seal path");
+                let sp = names::seal_path(k, &plain).expect("seal path");
                 sealed_paths.push(PathSeed {
                     key,
                     plain,
@@ -1367,10 +1367,7 @@ impl Harness {
         }
         let stats = u.stats();
         let sticky = match &verdict {
-            Err(_) => match u.read(&mut buf) {
-                Ok(n) => Some(n),
-                Err(_) => None,
-            },
+            Err(_) => u.read(&mut buf).ok(),
             Ok(()) => None,
         };
         drop(u);
