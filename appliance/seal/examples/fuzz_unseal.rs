@@ -80,6 +80,8 @@ fn main() {
             Ok(()) => println!("clean ({:?})", h.counts),
             Err(f) => {
                 println!("FINDING: {}", f.what);
+                // `exit` skips destructors: remove the work folder first.
+                drop(h);
                 std::process::exit(1);
             }
         }
@@ -134,6 +136,7 @@ fn main() {
             f.what
         );
     }
+    drop(h);
     std::process::exit(1);
 }
 
