@@ -131,6 +131,7 @@ fn main() {
             ),
             Err(f) => {
                 println!("FINDING: {}", f.what);
+                drop(h); // `exit` skips destructors: the work folder goes first.
                 std::process::exit(1);
             }
         }
@@ -147,6 +148,7 @@ fn main() {
         for b in &bad {
             eprintln!("seed transcript does not replay cleanly: {b}");
         }
+        drop(h); // `exit` skips destructors: the work folder goes first.
         std::process::exit(1);
     }
     h.counts.clear();
@@ -215,5 +217,6 @@ fn main() {
             path.display()
         );
     }
+    drop(h); // `exit` skips destructors: the work folder goes first.
     std::process::exit(1);
 }
