@@ -232,7 +232,12 @@ pub fn backup(a: BackupArgs) -> Result<ExitCode> {
                 );
             }
             Progress::Remote { share, text } => {
-                let _ = writeln!(err, "offsite: {share}: remote: {}", text.trim_end());
+                // The remote's words: a hostile server must not drive the owner's terminal.
+                let _ = writeln!(
+                    err,
+                    "offsite: {share}: remote: {}",
+                    terminal_safe(text.trim_end())
+                );
             }
             Progress::ShareFinished { report } => {
                 let clear = if tty { "\r\x1b[2K" } else { "" };
@@ -287,4 +292,29 @@ pub fn backup(a: BackupArgs) -> Result<ExitCode> {
         ShareStatus::Partial => ExitCode::from(EXIT_PARTIAL),
         ShareStatus::Failed => ExitCode::from(1),
     })
+}
+
+/// `s` with control characters (terminal escapes and the like) shown as `\u{..}` escapes; newlines and
+/// tabs kept.
+fn terminal_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    #[test]
+    fn escapes_do_not_reach_the_terminal() {
+        assert_eq!(
+            super::terminal_safe("a\x1b[2Jb\x07\tc\nd"),
+            "a\\u{1b}[2Jb\\u{7}\tc\nd"
+        );
+    }
 }

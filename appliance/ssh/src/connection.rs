@@ -365,6 +365,7 @@ pub async fn connect(target: &SshTarget) -> Result<SshConnection> {
         state,
         stderr_limit: target.stderr_limit,
         host_key,
+        request_timeout: target.connect_timeout,
     })
 }
 
@@ -422,6 +423,8 @@ pub struct SshConnection {
     state: Arc<ConnState>,
     stderr_limit: usize,
     host_key: HostKeyInfo,
+    /// How long the server may take to open a channel or start a command (the connect timeout).
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for SshConnection {
@@ -458,27 +461,38 @@ impl SshConnection {
     /// arguments yourself). Returns once the server accepted the request.
     pub async fn exec(&self, command: &str) -> Result<RemoteProcess> {
         tracing::debug!(addr = %self.addr, %command, "exec");
-        let channel = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(protocol(&self.addr, "opening a session channel"))?;
+        // A server that answers keepalives but never confirms the channel or the command would
+        // otherwise hold the caller for ever: both answers are bounded by the connect timeout.
+        let timed_out = |action| SshError::RequestTimeout {
+            addr: self.addr.clone(),
+            action,
+            secs: self.request_timeout.as_secs_f64(),
+        };
+        let channel =
+            tokio::time::timeout(self.request_timeout, self.handle.channel_open_session())
+                .await
+                .map_err(|_| timed_out("opening a session channel"))?
+                .map_err(protocol(&self.addr, "opening a session channel"))?;
         let (read, write) = channel.split();
         write
             .exec(true, command)
             .await
             .map_err(protocol(&self.addr, "sending the exec request"))?;
-        RemoteProcess::start(
-            read,
-            write,
-            ProcCtx {
-                addr: self.addr.clone(),
-                command: command.to_string(),
-                conn: self.state.clone(),
-            },
-            self.stderr_limit,
+        tokio::time::timeout(
+            self.request_timeout,
+            RemoteProcess::start(
+                read,
+                write,
+                ProcCtx {
+                    addr: self.addr.clone(),
+                    command: command.to_string(),
+                    conn: self.state.clone(),
+                },
+                self.stderr_limit,
+            ),
         )
         .await
+        .map_err(|_| timed_out("starting the remote command"))?
     }
 
     /// Disconnect cleanly and wait (up to 5 s) for the connection to wind down. Running

@@ -33,6 +33,18 @@ pub enum SshError {
         secs: f64,
     },
 
+    /// The server accepted the connection but did not answer a request (opening a channel, starting
+    /// a command) in time: a hung or lying server, which would otherwise stall a run for ever.
+    #[error("{addr}: {action}: no answer from the server within {secs:.0} s")]
+    RequestTimeout {
+        /// `host:port` of the peer.
+        addr: String,
+        /// What was being done.
+        action: &'static str,
+        /// The timeout that expired, in seconds.
+        secs: f64,
+    },
+
     /// The SSH protocol layer failed.
     #[error("{addr}: {action}: {source}")]
     Protocol {

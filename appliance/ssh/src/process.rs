@@ -363,10 +363,13 @@ async fn pump(
                 error_message,
                 ..
             } => {
+                // The server's words, shown to the owner later: no control characters (a
+                // hostile host could otherwise write terminal escapes into the owner's terminal or
+                // log), and not too long.
                 status = Some(ExitStatus::Signal {
-                    signal: signal_name_of(&signal_name),
+                    signal: printable(&signal_name_of(&signal_name)),
                     core_dumped,
-                    message: error_message,
+                    message: printable(&error_message),
                 });
             }
             ChannelMsg::Success => {
@@ -400,6 +403,14 @@ async fn pump(
     }
     tracing::debug!(channel = %id, end = ?end, "channel finished");
     let _ = end_tx.send(end);
+}
+
+/// `s` without control characters (each shown as `?`), cut at 256 characters.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(256)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn signal_name_of(sig: &Sig) -> String {

@@ -365,3 +365,211 @@ async fn a_lying_host_is_refused_clearly_and_in_time() {
         .await;
     }
 }
+
+/// What a host that lets the client in then does wrong.
+#[derive(Clone, Copy, Debug)]
+enum Lie {
+    /// Never answers the channel open (keepalives are answered: the connection looks alive).
+    NoChannel,
+    /// Opens the channel, never answers the exec request.
+    NoExecAnswer,
+    /// Refuses the command.
+    ExecRefused,
+    /// Says the command ran and ended at once, with an odd exit status.
+    ExitAtOnce,
+    /// Floods stderr (8 MiB), then ends with a signal whose message carries terminal escapes.
+    StderrFlood,
+    /// Sends output after it said the command ended, and closes twice.
+    AfterTheEnd,
+}
+
+struct Liar {
+    lie: Lie,
+    held: Vec<russh::server::ChannelOpenHandle>,
+}
+
+impl russh::server::Handler for Liar {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _: &str,
+        _: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        Ok(russh::server::Auth::Accept)
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _: &str,
+        _: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<russh::server::Auth, Self::Error> {
+        Ok(russh::server::Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: russh::Channel<russh::server::Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        if matches!(self.lie, Lie::NoChannel) {
+            self.held.push(reply);
+        } else {
+            reply.accept().await;
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: russh::ChannelId,
+        _data: &[u8],
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        match self.lie {
+            Lie::NoChannel | Lie::NoExecAnswer => {}
+            Lie::ExecRefused => session.channel_failure(channel)?,
+            Lie::ExitAtOnce => {
+                session.channel_success(channel)?;
+                session.exit_status_request(channel, 0xdead_beef)?;
+                session.eof(channel)?;
+                session.close(channel)?;
+            }
+            Lie::StderrFlood => {
+                session.channel_success(channel)?;
+                let line = vec![b'e'; 64 * 1024];
+                for _ in 0..128 {
+                    session.extended_data(channel, 1, line.clone())?;
+                }
+                session.exit_signal_request(
+                    channel,
+                    russh::Sig::Custom("\x1b[2JEVIL".into()),
+                    true,
+                    "\x1b]0;pwned\x07 core dumped",
+                    "en",
+                )?;
+                session.eof(channel)?;
+                session.close(channel)?;
+            }
+            Lie::AfterTheEnd => {
+                session.channel_success(channel)?;
+                session.data(channel, b"before".to_vec())?;
+                session.exit_status_request(channel, 3)?;
+                session.eof(channel)?;
+                session.data(channel, b"after the end".to_vec())?;
+                session.exit_status_request(channel, 0)?;
+                session.close(channel)?;
+                let _ = session.close(channel);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A host that logs the client in (with a host key the client trusts), then lies at the channel level.
+/// Every lie ends in an error or a plain result within bounds: nothing hangs (the channel open and the
+/// command's start are bounded by the connect timeout), stderr stays within its limit, and no control
+/// character of the peer's reaches a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_lies_after_login_cannot_hang_or_flood_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let host_key = dir.path().join("host");
+    keygen(&host_key, "ed25519", "");
+    let client_key = dir.path().join("client");
+    keygen(&client_key, "ed25519", "");
+    let key = russh::keys::load_secret_key(&host_key, None).unwrap();
+    let pubkey = std::fs::read_to_string(dir.path().join("host.pub")).unwrap();
+    let config = std::sync::Arc::new(russh::server::Config {
+        keys: vec![key],
+        auth_rejection_time: Duration::from_millis(10),
+        ..Default::default()
+    });
+    for lie in [
+        Lie::NoChannel,
+        Lie::NoExecAnswer,
+        Lie::ExecRefused,
+        Lie::ExitAtOnce,
+        Lie::StderrFlood,
+        Lie::AfterTheEnd,
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let kh = dir.path().join(format!("kh-{port}"));
+        std::fs::write(&kh, format!("[127.0.0.1]:{port} {pubkey}")).unwrap();
+        let cfg = config.clone();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let running = russh::server::run_stream(
+                cfg,
+                s,
+                Liar {
+                    lie,
+                    held: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+            let _ = running.await;
+        });
+        let mut target = SshTarget::new("127.0.0.1", "nobody", &client_key, &kh).with_port(port);
+        target.connect_timeout = TIMEOUT;
+        target.stderr_limit = 4096;
+        let start = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+            let conn = connect(&target).await.map_err(|e| e.to_string())?;
+            let mut p = conn
+                .exec("rsync --server")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            if let Some(mut stdout) = p.take_stdout() {
+                let _ = stdout.read_to_end(&mut out).await;
+            }
+            let status = p.wait().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((out, status, p.stderr().contents_lossy()))
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{lie:?}: the client hung"));
+        let took = start.elapsed();
+        server.abort();
+        match (lie, outcome) {
+            (Lie::NoChannel | Lie::NoExecAnswer, Err(e)) => {
+                assert!(e.contains("no answer from the server"), "{lie:?}: {e}");
+                assert!(took < TIMEOUT * 3, "{lie:?}: {took:?}");
+            }
+            (Lie::ExecRefused, Err(e)) => assert!(e.contains("refused"), "{lie:?}: {e}"),
+            (_, Err(e)) => {
+                assert!(
+                    !e.chars().any(|c| c.is_control() && c != '\n'),
+                    "{lie:?}: {e:?}"
+                )
+            }
+            (Lie::NoChannel | Lie::NoExecAnswer | Lie::ExecRefused, Ok(r)) => {
+                panic!("{lie:?}: accepted: {:?}", r.1)
+            }
+            (_, Ok((out, status, stderr))) => {
+                assert!(
+                    stderr.len() <= 4096 + 256,
+                    "{lie:?}: stderr kept {} bytes",
+                    stderr.len()
+                );
+                if let offsite_ssh::ExitStatus::Signal {
+                    signal, message, ..
+                } = &status
+                {
+                    assert!(
+                        !signal.chars().chain(message.chars()).any(char::is_control),
+                        "{lie:?}: the peer's control characters are in {status:?}"
+                    );
+                }
+                let shown = format!("{status:?} {stderr}");
+                println!(
+                    "{lie:?}: {} bytes out, {}",
+                    out.len(),
+                    &shown[..shown.len().min(200)]
+                );
+            }
+        }
+    }
+}
