@@ -7,7 +7,7 @@ REPO="$(cd "$XC_DIR/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target-cross}"
 XC_CACHE="$CARGO_TARGET_DIR/cross-cache"     # downloaded .debs, indexes, unpacked sysroots
 # Cargo profile of the binaries built here: `dist` (Cargo.toml: fat LTO, opt-level "s" with the sealing crates at 3,
-# panic=abort, stripped), what image/build ships. OFFSITE_PROFILE=release builds the unwinding release profile.
+# stripped), what image/build ships. OFFSITE_PROFILE=release builds the release profile (thin LTO).
 PROFILE="${OFFSITE_PROFILE:-dist}"
 
 APT_PACKAGES=(rustc-web cargo-web qemu-user-static gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
