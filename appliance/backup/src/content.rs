@@ -369,11 +369,10 @@ impl rsync_wire::ContentSource for BatchContent {
             }
             Some(Source::File(spec)) => spec.clone(),
             Some(Source::Previous) => {
-                let e = io::Error::other(
-                    "the target has no copy of its previous version to keep (it was asked for)",
-                );
-                record(&self.outcomes, index, &Err(io::Error::other(e.to_string())));
-                return Err(e);
+                const WHY: &str =
+                    "the target has no copy of its previous version to keep (it was asked for)";
+                record(&self.outcomes, index, &Err(io::Error::other(WHY)));
+                return Err(io::Error::other(WHY));
             }
             _ => return Err(io::Error::other("no content for this entry")),
         };

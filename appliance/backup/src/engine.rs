@@ -327,12 +327,7 @@ fn look_again(
         return Err(std::io::Error::other("no longer a regular file"));
     }
     let stat = Stat::of(&meta);
-    let nsec = match recorded {
-        Some(ix) if ix.mtime == stat.mtime && ix.mtime_nsec == stat.mtime_nsec => {
-            stat.mtime_nsec ^ 1
-        }
-        _ => stat.mtime_nsec,
-    };
+    let nsec = nsec_to_send(recorded, &stat);
     let mut fresh = FileSpec {
         path: spec.path.clone(),
         stat,
@@ -344,6 +339,26 @@ fn look_again(
         Some(_) => crate::content::sealed_size(&fresh, keys, options, counters)?,
     };
     Ok((fresh, nsec))
+}
+
+/// The nanoseconds of a changed file's mtime to send: its own, or one off when they equal the recorded
+/// ones (`recorded` is the index's record of a file that changed), so that the receiver's quick check
+/// against the previous snapshot's copy fails and it asks for the new content (see [`add_entry`]).
+fn nsec_to_send(recorded: Option<&IndexEntry>, st: &Stat) -> u32 {
+    match recorded {
+        Some(ix) if ix.mtime == st.mtime && ix.mtime_nsec == st.mtime_nsec => st.mtime_nsec ^ 1,
+        _ => st.mtime_nsec,
+    }
+}
+
+/// Points a file's entry at what a fresh look found (size on the target, time, permissions).
+fn point_at(entry: &mut FileEntry, fresh: &FileSpec, nsec: u32) {
+    entry.kind = rsync_wire::EntryKind::File {
+        size: fresh.remote_size,
+    };
+    entry.mtime = fresh.stat.mtime;
+    entry.mtime_nsec = nsec;
+    entry.perms = fresh.stat.perms;
 }
 
 /// Whether folder `dir` lies above `path` (both `/`-separated, relative to the snapshot).
@@ -705,21 +720,15 @@ fn add_entry(
                 }
                 _ => None,
             };
+            // The record is kept for a changed file only: it is also what the file falls back to if it
+            // keeps changing while read.
+            let recorded = if known.is_none() { recorded } else { None };
             // A changed file whose mtime is the recorded one to the nanosecond (a write that put the
             // old mtime back, or two writes within one tick of a coarse clock) would pass rsync's quick
             // check against the previous snapshot's copy (same size and time) and be linked to the old
             // content. The target's copy gets a time one nanosecond off instead: the receiver then asks
             // for it. Restores take times from the manifest, which keeps the real one.
-            let sent_nsec = match &recorded {
-                Some(ix)
-                    if known.is_none()
-                        && ix.mtime == st.mtime
-                        && ix.mtime_nsec == st.mtime_nsec =>
-                {
-                    st.mtime_nsec ^ 1
-                }
-                _ => st.mtime_nsec,
-            };
+            let sent_nsec = nsec_to_send(recorded.as_ref(), st);
             let remote_size = match (&known, share.encrypt) {
                 (Some((size, _)), _) => *size,
                 (None, false) => st.size,
@@ -734,8 +743,6 @@ fn add_entry(
                 sealed_as,
                 remote_size,
             };
-            // Kept for a changed file only: what it falls back to if it keeps changing while read.
-            let recorded = if known.is_none() { recorded } else { None };
             batch.push(
                 entry,
                 Source::File(spec),
@@ -973,13 +980,7 @@ impl Preparer {
                         &counters,
                     ) {
                         Ok((fresh, nsec)) => {
-                            let e = &mut p.batch.entries[i];
-                            e.kind = rsync_wire::EntryKind::File {
-                                size: fresh.remote_size,
-                            };
-                            e.mtime = fresh.stat.mtime;
-                            e.mtime_nsec = nsec;
-                            e.perms = fresh.stat.perms;
+                            point_at(&mut p.batch.entries[i], &fresh, nsec);
                             w.stat = fresh.stat.clone();
                             p.batch.sources[i] = Source::File(fresh);
                             return false;
@@ -1299,7 +1300,7 @@ impl ShareRun<'_> {
                 return Ok(());
             }
             let last = attempt == CHANGED_RETRIES;
-            // slot -> (entry, source) for this try
+            // (slot, entry, source) for this try, in slot order
             let mut tries: Vec<(usize, FileEntry, Source)> = Vec::new();
             for &slot in &pending {
                 let (Some(Source::File(spec)), Some(Some(w))) =
@@ -1317,12 +1318,7 @@ impl ShareRun<'_> {
                 }
                 match self.look_again(spec, w).await {
                     Ok((spec, nsec)) => {
-                        entry.kind = rsync_wire::EntryKind::File {
-                            size: spec.remote_size,
-                        };
-                        entry.mtime = spec.stat.mtime;
-                        entry.mtime_nsec = nsec;
-                        entry.perms = spec.stat.perms;
+                        point_at(&mut entry, &spec, nsec);
                         tries.push((slot, entry, Source::File(spec)));
                     }
                     Err(e) => outcomes[slot].error = Some(e.to_string()),
@@ -1336,19 +1332,18 @@ impl ShareRun<'_> {
             let mut list = vec![root_entry(&self.root)];
             let mut list_sources = vec![Source::None];
             let mut at = Vec::new();
-            let mut t = 0;
+            // `tries` is in slot order: each is taken when the walk over the batch reaches it.
+            let mut tries = std::collections::VecDeque::from(tries);
             for (i, e) in entries.iter().enumerate().skip(1) {
-                if t < tries.len() && tries[t].0 == i {
-                    let (slot, entry, source) =
-                        std::mem::replace(&mut tries[t], (i, entries[i].clone(), Source::None));
+                if tries.front().is_some_and(|t| t.0 == i) {
+                    let Some((slot, entry, source)) = tries.pop_front() else {
+                        break;
+                    };
                     at.push((slot, list.len(), matches!(source, Source::Previous)));
                     list.push(entry);
                     list_sources.push(source);
-                    t += 1;
                 } else if e.kind == rsync_wire::EntryKind::Dir
-                    && tries[t.min(tries.len() - 1)..]
-                        .iter()
-                        .any(|(_, f, _)| is_ancestor(&e.name, &f.name))
+                    && tries.iter().any(|(_, f, _)| is_ancestor(&e.name, &f.name))
                 {
                     list.push(e.clone());
                     list_sources.push(Source::None);
