@@ -154,6 +154,17 @@ fn verify_and_restore(s: &Setup, id: &str, known: &BTreeMap<String, Tree>) {
             .arg(keep)
             .status();
     }
+    assert_verifies(s, id, "");
+    if let Some(want) = known.get(id) {
+        assert!(
+            restore_snapshot(s, id) == *want,
+            "snapshot {id} does not restore to the share as it was"
+        );
+    }
+}
+
+/// `offsite verify --snapshot id` (every file's contents) finds no problem; `what` prefixes the failure.
+fn assert_verifies(s: &Setup, id: &str, what: &str) {
     let v = ok_json(&["verify", "--snapshot", id], &s.config);
     let problems: u64 = v
         .as_array()
@@ -161,27 +172,26 @@ fn verify_and_restore(s: &Setup, id: &str, known: &BTreeMap<String, Tree>) {
         .iter()
         .map(|x| x["problem_count"].as_u64().unwrap())
         .sum();
-    assert_eq!(problems, 0, "snapshot {id} does not verify: {v}");
-    if let Some(want) = known.get(id) {
-        let to = tempfile::tempdir().unwrap();
-        let dir = to.path().join("r");
-        ok_json(
-            &[
-                "restore",
-                "--share",
-                "docs",
-                "--snapshot",
-                id,
-                "--to",
-                dir.to_str().unwrap(),
-            ],
-            &s.config,
-        );
-        assert!(
-            tree_map(&dir, &|_| false) == *want,
-            "snapshot {id} does not restore to the share as it was"
-        );
-    }
+    assert_eq!(problems, 0, "{what}snapshot {id} does not verify: {v}");
+}
+
+/// Restores snapshot `id` of share `docs` into a fresh folder; returns the tree it holds.
+fn restore_snapshot(s: &Setup, id: &str) -> Tree {
+    let to = tempfile::tempdir().unwrap();
+    let dir = to.path().join("r");
+    ok_json(
+        &[
+            "restore",
+            "--share",
+            "docs",
+            "--snapshot",
+            id,
+            "--to",
+            dir.to_str().unwrap(),
+        ],
+        &s.config,
+    );
+    tree_map(&dir, &|_| false)
 }
 
 /// The newest snapshot verifies and restores exactly; every other snapshot's manifest and listing check
@@ -693,32 +703,8 @@ fn files_changed_while_read_never_make_a_bad_snapshot() {
             );
 
             let newest = snapshot_ids(&s.config).pop().unwrap();
-            let v = ok_json(&["verify", "--snapshot", &newest], &s.config);
-            let problem_count: u64 = v
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x["problem_count"].as_u64().unwrap())
-                .sum();
-            assert_eq!(
-                problem_count, 0,
-                "round {round}: {newest} does not verify: {v}"
-            );
-            let to = tempfile::tempdir().unwrap();
-            let dir = to.path().join("r");
-            ok_json(
-                &[
-                    "restore",
-                    "--share",
-                    "docs",
-                    "--snapshot",
-                    &newest,
-                    "--to",
-                    dir.to_str().unwrap(),
-                ],
-                &s.config,
-            );
-            let got = tree_map(&dir, &|_| false);
+            assert_verifies(&s, &newest, &format!("round {round}: "));
+            let got = restore_snapshot(&s, &newest);
             for (name, want) in &stable {
                 assert!(
                     got.get(name) == Some(want),
@@ -804,14 +790,7 @@ fn two_runs_within_one_second_keep_their_own_manifests() {
                 same_second += 1;
             }
             for id in snapshot_ids(&s.config) {
-                let v = ok_json(&["verify", "--snapshot", &id], &s.config);
-                assert!(
-                    v.as_array()
-                        .unwrap()
-                        .iter()
-                        .all(|x| x["problem_count"] == 0),
-                    "{id}: {v}"
-                );
+                assert_verifies(&s, &id, "");
             }
             if same_second >= 2 {
                 break;

@@ -352,15 +352,35 @@ mod tests {
         drop(far.read(&mut [0u8; 1]).await);
     }
 
+    type Frames = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, io::Error>>;
+
+    /// A request body fed through a channel, behind the guard's deadlines.
+    fn guarded_body() -> (Frames, StallingBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let inner = Body::new(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
+        (tx, StallingBody::new(inner, BODY_STALL, BODY_TOTAL))
+    }
+
+    /// Sends `bytes` one at a time, each after `every`.
+    fn trickle(tx: Frames, bytes: &'static [u8], every: Duration) {
+        tokio::spawn(async move {
+            for byte in bytes {
+                tokio::time::sleep(every).await;
+                let frame = Frame::data(Bytes::copy_from_slice(&[*byte]));
+                if tx.send(Ok(frame)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stalled_or_trickled_request_body_fails_and_a_slow_one_does_not() {
         use http_body_util::BodyExt;
         // Stalled: one frame, then nothing.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(1);
-        let inner = Body::new(http_body_util::StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ));
-        let mut b = StallingBody::new(inner, BODY_STALL, BODY_TOTAL);
+        let (tx, mut b) = guarded_body();
         tx.send(Ok(Frame::data(Bytes::from_static(b"{\"a\""))))
             .await
             .unwrap();
@@ -372,44 +392,14 @@ mod tests {
         assert!(start.elapsed() >= BODY_STALL, "{:?}", start.elapsed());
         drop(tx);
         // Slow but moving: a byte every 5 s arrives whole.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(1);
-        let inner = Body::new(http_body_util::StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ));
-        let b = StallingBody::new(inner, BODY_STALL, BODY_TOTAL);
-        tokio::spawn(async move {
-            for byte in b"{\"x\":1}" {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                if tx
-                    .send(Ok(Frame::data(Bytes::copy_from_slice(&[*byte]))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let (tx, b) = guarded_body();
+        trickle(tx, b"{\"x\":1}", Duration::from_secs(5));
         let all = b.collect().await.unwrap().to_bytes();
         assert_eq!(&all[..], b"{\"x\":1}");
         // Trickled: a byte every 15 s never stalls for 20 s, but is cut at 60 s.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(1);
-        let inner = Body::new(http_body_util::StreamBody::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ));
-        let b = StallingBody::new(inner, BODY_STALL, BODY_TOTAL);
+        let (tx, b) = guarded_body();
         let start = tokio::time::Instant::now();
-        tokio::spawn(async move {
-            for byte in b"{\"x\":1}" {
-                tokio::time::sleep(Duration::from_secs(15)).await;
-                if tx
-                    .send(Ok(Frame::data(Bytes::copy_from_slice(&[*byte]))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        trickle(tx, b"{\"x\":1}", Duration::from_secs(15));
         let err = b.collect().await.unwrap_err();
         assert!(err.to_string().contains("took longer than 60 s"), "{err}");
         assert_eq!(start.elapsed(), BODY_TOTAL);
