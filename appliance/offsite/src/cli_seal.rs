@@ -105,6 +105,22 @@ fn is_dash(p: &Path) -> bool {
     p.as_os_str() == "-"
 }
 
+/// An output that exists and is not a regular file or folder: `/dev/null`, a FIFO, a terminal,
+/// `/dev/stdout`. A rename cannot put bytes into one (it would replace the device node with a regular file),
+/// so it is opened and written in place, like stdout.
+fn special_output(p: &Path) -> Result<Option<File>> {
+    match std::fs::metadata(p) {
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .with_context(|| format!("opening {} for writing", p.display()))?;
+            Ok(Some(f))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn read_passphrase(file: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     let mut pass = zeroize::Zeroizing::new(
         std::fs::read(file)
@@ -177,6 +193,8 @@ pub fn seal(a: SealArgs) -> Result<()> {
     if is_dash(&a.output) {
         let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
         seal::seal(&keys, &path, options, input, out).with_context(what)?;
+    } else if let Some(device) = special_output(&a.output)? {
+        seal::seal(&keys, &path, options, input, BufWriter::new(device)).with_context(what)?;
     } else {
         let mut tmp = seal::temp_file_beside(&a.output)
             .with_context(|| format!("creating a temporary file next to {}", a.output.display()))?;
@@ -199,12 +217,18 @@ pub fn unseal(a: UnsealArgs) -> Result<()> {
     let keys = a.key.load()?;
     let path = RelPath::from_os(&a.path)?;
     let what = || format!("unsealing {} (path {})", a.input.display(), path);
-    if !is_dash(&a.output) {
+    let device = if is_dash(&a.output) {
+        None
+    } else {
+        special_output(&a.output)?
+    };
+    if !is_dash(&a.output) && device.is_none() {
         let input = BufReader::with_capacity(1 << 16, open_input(&a.input)?);
         seal::unseal_to_file(&keys, &path, input, &a.output, a.overwrite).with_context(what)?;
         return Ok(());
     }
-    // Stdout cannot be renamed into place: verify everything first, then decrypt again while writing.
+    // Stdout, a pipe or a device cannot be renamed into place: verify everything first, then decrypt again
+    // while writing.
     let mut file = if is_dash(&a.input) {
         let mut spool = tempfile::tempfile().context("creating a spool file for stdin")?;
         io::copy(&mut io::stdin().lock(), &mut spool).context("spooling stdin")?;
@@ -212,9 +236,14 @@ pub fn unseal(a: UnsealArgs) -> Result<()> {
     } else {
         File::open(&a.input).with_context(|| format!("opening {}", a.input.display()))?
     };
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let sink: Box<dyn Write> = match device {
+        Some(d) => Box::new(d),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(1 << 16, sink);
     seal::unseal_verified_first(&keys, &path, &mut file, &mut out).with_context(what)?;
-    out.flush().context("writing to stdout")?;
+    out.flush()
+        .with_context(|| format!("writing to {}", a.output.display()))?;
     Ok(())
 }
 

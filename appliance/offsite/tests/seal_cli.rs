@@ -111,6 +111,77 @@ fn seal_unseal_files_and_pipes() {
     assert_eq!(o.stdout, data);
 }
 
+/// A FIFO in `dir` and a thread that reads everything written into it.
+fn fifo(dir: &Path, name: &str) -> (std::path::PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+    let path = dir.join(name);
+    let made = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(made.success());
+    let reader_path = path.clone();
+    let reader = std::thread::spawn(move || std::fs::read(reader_path).unwrap());
+    (path, reader)
+}
+
+/// `offsite seal … /dev/null` once replaced `/dev/null` with a regular file: outputs that are devices or
+/// pipes are written in place, never renamed over.
+#[test]
+fn devices_and_pipes_as_outputs_are_written_not_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), &[]);
+    let plain = dir.path().join("plain");
+    let data: Vec<u8> = (0..70_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&plain, &data).unwrap();
+    let o = offsite(&["seal", "--key", s(&key), "--path", "p"], Some(&data));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sealed = o.stdout;
+
+    let (pipe, reader) = fifo(dir.path(), "seal-fifo");
+    let o = offsite(
+        &["seal", "--key", s(&key), "--path", "p", s(&plain), s(&pipe)],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(reader.join().unwrap(), sealed);
+    assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo());
+
+    let sealed_file = dir.path().join("sealed");
+    std::fs::write(&sealed_file, &sealed).unwrap();
+    let (pipe, reader) = fifo(dir.path(), "unseal-fifo");
+    let args = [
+        "unseal",
+        "--key",
+        s(&key),
+        "--path",
+        "p",
+        s(&sealed_file),
+        s(&pipe),
+    ];
+    let o = offsite(&args, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(reader.join().unwrap(), data);
+    assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo());
+
+    // A tampered file verifies before anything reaches the pipe: the reader sees nothing.
+    let mut bad = sealed.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&sealed_file, &bad).unwrap();
+    let (pipe, reader) = fifo(dir.path(), "tampered-fifo");
+    let args = [
+        "unseal",
+        "--key",
+        s(&key),
+        "--path",
+        "p",
+        s(&sealed_file),
+        s(&pipe),
+    ];
+    let o = offsite(&args, None);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(reader.join().unwrap().is_empty());
+    assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo());
+}
+
 #[test]
 fn tampering_exits_3_names_the_file_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
