@@ -188,24 +188,22 @@ pub fn seal(a: SealArgs) -> Result<()> {
     let options = SealOptions {
         compress: !a.no_compress,
     };
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)));
     let input = BufReader::with_capacity(1 << 16, open_input(&a.input)?);
     let what = || format!("sealing {} as {}", a.input.display(), path);
+    let run = |out: &mut dyn Write| {
+        seal::seal_with_threads(&keys, &path, options, threads, input, out).with_context(what)
+    };
     if is_dash(&a.output) {
-        let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-        seal::seal(&keys, &path, options, input, out).with_context(what)?;
+        run(&mut BufWriter::with_capacity(1 << 16, io::stdout().lock()))?;
     } else if let Some(device) = special_output(&a.output)? {
-        seal::seal(&keys, &path, options, input, BufWriter::new(device)).with_context(what)?;
+        run(&mut BufWriter::new(device))?;
     } else {
         let mut tmp = seal::temp_file_beside(&a.output)
             .with_context(|| format!("creating a temporary file next to {}", a.output.display()))?;
-        seal::seal(
-            &keys,
-            &path,
-            options,
-            input,
-            BufWriter::new(tmp.as_file_mut()),
-        )
-        .with_context(what)?;
+        run(&mut BufWriter::new(tmp.as_file_mut()))?;
         tmp.as_file().sync_all().with_context(what)?;
         tmp.persist(&a.output)
             .with_context(|| format!("renaming into {}", a.output.display()))?;
