@@ -4,6 +4,7 @@
 //! done inline, or by worker threads when asked for ([`Sealer::with_threads`]). Chunks are handed to the
 //! workers round-robin and collected in the same order, so the output is byte-for-byte the same either way.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::mpsc;
 use std::thread;
@@ -12,8 +13,8 @@ use crate::chunker::{MAX_CHUNK, next_chunk_len};
 use crate::cipher::ChunkCipher;
 use crate::compress::Compressor;
 use crate::format::{
-    FLAG_DEFLATE, FLAG_RAW, HEADER_LEN, LEN_LEN, MAX_BODY, TAG_LEN, file_id, header,
-    prefixed_hasher,
+    ChunkMac, FLAG_DEFLATE, FLAG_RAW, HEADER_LEN, LEN_LEN, MAX_BODY, TAG_LEN, TAG_PREFIX_LEN,
+    file_id, header, prefixed_hasher, tag_prefix,
 };
 use crate::keys::Keys;
 use crate::path::RelPath;
@@ -47,35 +48,50 @@ pub struct SealStats {
 struct ChunkSealer {
     cipher: ChunkCipher,
     compressor: Option<Compressor>,
-    tag_prefix: blake3::Hasher,
+    mac: ChunkMac,
+    /// `header ‖ file_id ‖ body`: the tag's input, the body encrypted in place after tagging.
+    work: Vec<u8>,
 }
 
 impl ChunkSealer {
-    /// Writes `len ‖ tag ‖ Enc(flags ‖ payload)` for `chunk` into `out` (cleared first); returns the tag and
-    /// whether the payload is compressed.
+    fn new(
+        keys: &crate::keys::KeySet,
+        options: SealOptions,
+        prefix: &[u8; TAG_PREFIX_LEN],
+    ) -> ChunkSealer {
+        let mut work = Vec::with_capacity(TAG_PREFIX_LEN + MAX_BODY);
+        work.extend_from_slice(prefix);
+        ChunkSealer {
+            cipher: ChunkCipher::new(keys, keys.suite),
+            compressor: options.compress.then(Compressor::new),
+            mac: ChunkMac::new(&keys.chunk_mac),
+            work,
+        }
+    }
+
+    /// Appends `len ‖ tag ‖ Enc(flags ‖ payload)` for `chunk` to `out`; returns the tag and whether the
+    /// payload is compressed.
     fn seal_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> ([u8; TAG_LEN], bool) {
-        out.clear();
-        out.resize(LEN_LEN + TAG_LEN, 0);
+        let work = &mut self.work;
+        work.truncate(TAG_PREFIX_LEN);
         let packed = self.compressor.as_mut().and_then(|c| c.compress(chunk));
         let compressed = packed.is_some();
         match packed {
             Some(p) => {
-                out.push(FLAG_DEFLATE);
-                out.extend_from_slice(p);
+                work.push(FLAG_DEFLATE);
+                work.extend_from_slice(p);
             }
             None => {
-                out.push(FLAG_RAW);
-                out.extend_from_slice(chunk);
+                work.push(FLAG_RAW);
+                work.extend_from_slice(chunk);
             }
         }
-        let body_len = out.len() - LEN_LEN - TAG_LEN;
-        let mut tag = [0u8; TAG_LEN];
-        let mut h = self.tag_prefix.clone();
-        h.update(&out[LEN_LEN + TAG_LEN..]);
-        h.finalize_xof().fill(&mut tag);
-        self.cipher.apply(&tag, &mut out[LEN_LEN + TAG_LEN..]);
-        out[..LEN_LEN].copy_from_slice(&(body_len as u32).to_le_bytes());
-        out[LEN_LEN..LEN_LEN + TAG_LEN].copy_from_slice(&tag);
+        let tag = self.mac.tag(work);
+        let body = &mut work[TAG_PREFIX_LEN..];
+        self.cipher.apply(&tag, body);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&tag);
+        out.extend_from_slice(body);
         (tag, compressed)
     }
 }
@@ -95,13 +111,12 @@ struct Job {
 const BATCH_BYTES: usize = 256 * 1024;
 
 impl Job {
-    fn seal_all(&mut self, sealer: &mut ChunkSealer, scratch: &mut Vec<u8>) {
+    fn seal_all(&mut self, sealer: &mut ChunkSealer) {
         self.records.clear();
         self.tags.clear();
         let mut at = 0;
         for &n in &self.lens {
-            let (tag, compressed) = sealer.seal_chunk(&self.plain[at..at + n], scratch);
-            self.records.extend_from_slice(scratch);
+            let (tag, compressed) = sealer.seal_chunk(&self.plain[at..at + n], &mut self.records);
             self.tags.push((tag, compressed));
             at += n;
         }
@@ -114,18 +129,31 @@ struct Worker {
     handle: Option<thread::JoinHandle<()>>,
 }
 
-/// Worker threads, fed round-robin and drained in the same order.
+/// A batch on its way to the output; they leave in input order.
+enum Pending {
+    /// Sent to this worker, whose results come back in the order they were sent.
+    Worker(usize),
+    /// Sealed on the caller's thread, because every worker had a full queue.
+    Sealed(Job),
+}
+
+/// Batches queued per worker.
+const PER_WORKER: usize = 2;
+
+/// Worker threads, plus the caller's thread sealing the batches no worker has room for: on a box with as
+/// many cores as sealing threads, nothing waits for a core (`threads` workers beside a reading thread
+/// made one more runnable thread than cores, and each core switched between them).
 struct Pool {
     workers: Vec<Worker>,
-    next_submit: usize,
-    next_collect: usize,
-    in_flight: usize,
+    /// Per worker: batches sent and not yet collected.
+    queued: Vec<usize>,
+    pending: VecDeque<Pending>,
     spare: Vec<Job>,
 }
 
 impl Pool {
     fn capacity(&self) -> usize {
-        2 * self.workers.len()
+        PER_WORKER * self.workers.len() + 1
     }
 }
 
@@ -157,6 +185,8 @@ pub struct Sealer<R> {
     options: SealOptions,
     gear: [u64; 256],
     inline: ChunkSealer,
+    /// `header ‖ file_id`, for worker threads' sealers.
+    tag_prefix: [u8; TAG_PREFIX_LEN],
     pool: Option<Pool>,
     trailer: blake3::Hasher,
     /// Plaintext window: `buf[start..end]` is read but not yet chunked.
@@ -183,6 +213,7 @@ impl<R: Read> Sealer<R> {
         let k = &keys.0;
         let fid = file_id(k, path);
         let head = header(k.suite, k.key_id, &fid);
+        let prefix = tag_prefix(&head, &fid);
         let mut out = crate::spare::take_buffer(LEN_LEN + TAG_LEN + MAX_BODY);
         out.extend_from_slice(&head);
         Sealer {
@@ -190,11 +221,8 @@ impl<R: Read> Sealer<R> {
             keys: keys.clone(),
             options,
             gear: k.gear,
-            inline: ChunkSealer {
-                cipher: ChunkCipher::new(k, k.suite),
-                compressor: options.compress.then(Compressor::new),
-                tag_prefix: prefixed_hasher(&k.chunk_mac, &head, &fid),
-            },
+            inline: ChunkSealer::new(k, options, &prefix),
+            tag_prefix: prefix,
             pool: None,
             trailer: prefixed_hasher(&k.trailer_mac, &head, &fid),
             // Only `buf[start..end]`, filled from the input, is ever read.
@@ -212,29 +240,24 @@ impl<R: Read> Sealer<R> {
         }
     }
 
-    /// Seals chunks on `threads` worker threads while the caller's thread reads and chunks (`0` or `1`:
-    /// everything on the caller's thread). The output does not change.
+    /// Seals chunks on `threads` threads: the caller's thread, which also reads and chunks, and
+    /// `threads - 1` workers (`0` or `1`: everything on the caller's thread). The output does not change.
     pub fn with_threads(mut self, threads: usize) -> Sealer<R> {
         if threads <= 1 {
             return self;
         }
         let options = self.options;
         let k = &self.keys.0;
-        let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads {
+        let mut workers = Vec::with_capacity(threads - 1);
+        for i in 0..threads - 1 {
             let (job_tx, job_rx) = mpsc::sync_channel::<Job>(2);
             let (done_tx, done_rx) = mpsc::sync_channel::<Job>(2);
-            let mut sealer = ChunkSealer {
-                cipher: ChunkCipher::new(k, k.suite),
-                compressor: options.compress.then(Compressor::new),
-                tag_prefix: self.inline.tag_prefix.clone(),
-            };
+            let mut sealer = ChunkSealer::new(k, options, &self.tag_prefix);
             let spawned = thread::Builder::new()
                 .name(format!("offsite-seal-{i}"))
                 .spawn(move || {
-                    let mut scratch = Vec::with_capacity(LEN_LEN + TAG_LEN + MAX_BODY);
                     while let Ok(mut job) = job_rx.recv() {
-                        job.seal_all(&mut sealer, &mut scratch);
+                        job.seal_all(&mut sealer);
                         if done_tx.send(job).is_err() {
                             break;
                         }
@@ -250,12 +273,11 @@ impl<R: Read> Sealer<R> {
                 Err(_) => break,
             }
         }
-        if workers.len() > 1 {
+        if !workers.is_empty() {
             self.pool = Some(Pool {
+                queued: vec![0; workers.len()],
                 workers,
-                next_submit: 0,
-                next_collect: 0,
-                in_flight: 0,
+                pending: VecDeque::new(),
                 spare: Vec::new(),
             });
         }
@@ -320,6 +342,7 @@ impl<R: Read> Sealer<R> {
         }
         match self.next_chunk()? {
             Some((at, n)) => {
+                self.out.clear();
                 let (tag, compressed) =
                     self.inline.seal_chunk(&self.buf[at..at + n], &mut self.out);
                 self.record_done(&tag, n, compressed);
@@ -336,7 +359,7 @@ impl<R: Read> Sealer<R> {
             let Some(pool) = self.pool.as_mut() else {
                 break;
             };
-            if pool.in_flight >= pool.capacity() {
+            if pool.pending.len() >= pool.capacity() {
                 break;
             }
             let mut job = pool.spare.pop().unwrap_or_else(|| Job {
@@ -361,22 +384,32 @@ impl<R: Read> Sealer<R> {
                 pool.spare.push(job);
                 break;
             }
-            let w = pool.next_submit;
-            pool.workers[w].jobs.send(job).map_err(|_| worker_gone())?;
-            pool.next_submit = (w + 1) % pool.workers.len();
-            pool.in_flight += 1;
+            match pool.queued.iter().position(|&q| q < PER_WORKER) {
+                Some(w) => {
+                    pool.workers[w].jobs.send(job).map_err(|_| worker_gone())?;
+                    pool.queued[w] += 1;
+                    pool.pending.push_back(Pending::Worker(w));
+                }
+                None => {
+                    job.seal_all(&mut self.inline);
+                    pool.pending.push_back(Pending::Sealed(job));
+                }
+            }
         }
         let Some(pool) = self.pool.as_mut() else {
             return Err(worker_gone());
         };
-        if pool.in_flight == 0 {
-            self.write_trailer();
-            return Ok(());
-        }
-        let w = pool.next_collect;
-        let mut job = pool.workers[w].done.recv().map_err(|_| worker_gone())?;
-        pool.next_collect = (w + 1) % pool.workers.len();
-        pool.in_flight -= 1;
+        let mut job = match pool.pending.pop_front() {
+            None => {
+                self.write_trailer();
+                return Ok(());
+            }
+            Some(Pending::Sealed(job)) => job,
+            Some(Pending::Worker(w)) => {
+                pool.queued[w] -= 1;
+                pool.workers[w].done.recv().map_err(|_| worker_gone())?
+            }
+        };
         std::mem::swap(&mut self.out, &mut job.records);
         for (&(tag, compressed), &n) in job.tags.iter().zip(&job.lens) {
             self.trailer.update(&tag);

@@ -14,8 +14,8 @@ use crate::cipher::ChunkCipher;
 use crate::compress::Inflater;
 use crate::error::{Result, SealError};
 use crate::format::{
-    CHUNKER_GEAR_V1, FLAG_DEFLATE, FLAG_RAW, HEADER_LEN, LEN_LEN, MAGIC, MAX_BODY, TAG_LEN,
-    TRAILER_BODY_LEN, VERSION, file_id, prefixed_hasher,
+    CHUNKER_GEAR_V1, ChunkMac, FLAG_DEFLATE, FLAG_RAW, HEADER_LEN, LEN_LEN, MAGIC, MAX_BODY,
+    TAG_LEN, TAG_PREFIX_LEN, TRAILER_BODY_LEN, VERSION, file_id, prefixed_hasher, tag_prefix,
 };
 use crate::keys::{Keys, Suite, hex};
 use crate::path::RelPath;
@@ -49,7 +49,9 @@ pub struct Unsealer<R> {
     keys: Keys,
     file_id: [u8; 32],
     cipher: Option<ChunkCipher>,
-    tag_prefix: Option<blake3::Hasher>,
+    /// `header ‖ file_id`, once the header is read.
+    tag_prefix: [u8; TAG_PREFIX_LEN],
+    mac: Option<ChunkMac>,
     trailer: Option<blake3::Hasher>,
     record: Vec<u8>,
     plain: Vec<u8>,
@@ -68,9 +70,10 @@ impl<R: Read> Unsealer<R> {
             keys: keys.clone(),
             file_id: file_id(&keys.0, path),
             cipher: None,
-            tag_prefix: None,
+            tag_prefix: [0u8; TAG_PREFIX_LEN],
+            mac: None,
             trailer: None,
-            record: vec![0u8; TAG_LEN + MAX_BODY],
+            record: vec![0u8; TAG_PREFIX_LEN + MAX_BODY],
             plain: vec![0u8; MAX_CHUNK],
             inflater: None,
             plain_start: 0,
@@ -95,8 +98,9 @@ impl<R: Read> Unsealer<R> {
         Ok(())
     }
 
-    fn read_exact_or_truncated(&mut self, len: usize, what: &'static str) -> Result<()> {
-        let got = read_full(&mut self.input, &mut self.record[..len])
+    /// Reads `len` bytes into `record[at..]`.
+    fn read_exact_or_truncated(&mut self, at: usize, len: usize, what: &'static str) -> Result<()> {
+        let got = read_full(&mut self.input, &mut self.record[at..at + len])
             .map_err(|e| SealError::io("reading sealed input", e))?;
         if got < len {
             return Err(SealError::Truncated {
@@ -141,7 +145,8 @@ impl<R: Read> Unsealer<R> {
             return Err(SealError::WrongPath);
         }
         self.cipher = Some(ChunkCipher::new(k, suite));
-        self.tag_prefix = Some(prefixed_hasher(&k.chunk_mac, &head, &self.file_id));
+        self.tag_prefix = tag_prefix(&head, &self.file_id);
+        self.mac = Some(ChunkMac::new(&k.chunk_mac));
         self.trailer = Some(prefixed_hasher(&k.trailer_mac, &head, &self.file_id));
         self.stats.suite = Some(suite);
         self.stats.sealed_len = HEADER_LEN as u64;
@@ -173,36 +178,37 @@ impl<R: Read> Unsealer<R> {
             return Err(SealError::BadRecordLength { offset, chunk, len });
         }
         let len = len as usize;
-        self.read_exact_or_truncated(TAG_LEN + len, "a chunk record is cut off")
-            .map_err(|e| match e {
-                SealError::Truncated { what, .. } => SealError::Truncated {
-                    offset: offset + LEN_LEN as u64,
-                    what,
-                },
-                other => other,
-            })?;
-        let (tag, body) = self.record[..TAG_LEN + len].split_at_mut(TAG_LEN);
-        let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| SealError::BadChunk {
-            offset,
-            chunk,
-            what: "tag",
+        // `tag ‖ body` lands so that the body starts at `TAG_PREFIX_LEN`; the tag is then copied out and
+        // `header ‖ file_id` written in front of the body: the tag's input in one piece.
+        self.read_exact_or_truncated(
+            TAG_PREFIX_LEN - TAG_LEN,
+            TAG_LEN + len,
+            "a chunk record is cut off",
+        )
+        .map_err(|e| match e {
+            SealError::Truncated { what, .. } => SealError::Truncated {
+                offset: offset + LEN_LEN as u64,
+                what,
+            },
+            other => other,
         })?;
-        let (Some(cipher), Some(prefix), Some(trailer)) =
-            (&self.cipher, &self.tag_prefix, &mut self.trailer)
+        let (Some(cipher), Some(mac), Some(trailer)) = (&self.cipher, &self.mac, &mut self.trailer)
         else {
             return Err(SealError::Truncated {
                 offset: 0,
                 what: "no header",
             });
         };
-        cipher.apply(tag, body);
-        let mut expect = [0u8; TAG_LEN];
-        let mut h = prefix.clone();
-        h.update(body);
-        h.finalize_xof().fill(&mut expect);
-        if !constant_time_eq::constant_time_eq_16(&expect, tag) {
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&self.record[TAG_PREFIX_LEN - TAG_LEN..TAG_PREFIX_LEN]);
+        self.record[..TAG_PREFIX_LEN].copy_from_slice(&self.tag_prefix);
+        let input = &mut self.record[..TAG_PREFIX_LEN + len];
+        cipher.apply(&tag, &mut input[TAG_PREFIX_LEN..]);
+        let expect = mac.tag(input);
+        if !constant_time_eq::constant_time_eq_16(&expect, &tag) {
             return Err(SealError::ChunkAuth { offset, chunk });
         }
+        let body = &input[TAG_PREFIX_LEN..];
         // Authentic from here on.
         let n = match body[0] {
             FLAG_RAW => {
@@ -238,7 +244,7 @@ impl<R: Read> Unsealer<R> {
                 what: "empty chunk",
             });
         }
-        trailer.update(tag);
+        trailer.update(&tag);
         self.plain_start = 0;
         self.plain_end = n;
         self.stats.chunks += 1;
@@ -248,7 +254,7 @@ impl<R: Read> Unsealer<R> {
     }
 
     fn check_trailer(&mut self, offset: u64) -> Result<()> {
-        self.read_exact_or_truncated(TRAILER_BODY_LEN, "the trailer is cut off")
+        self.read_exact_or_truncated(0, TRAILER_BODY_LEN, "the trailer is cut off")
             .map_err(|e| match e {
                 SealError::Truncated { what, .. } => SealError::Truncated {
                     offset: offset + LEN_LEN as u64,
