@@ -245,8 +245,41 @@ fn protocol<'a>(addr: &'a str, action: &'static str) -> impl FnOnce(russh::Error
     }
 }
 
+/// Whether this CPU has AES and carry-less multiply instructions, which AES-GCM needs to be fast.
+fn cpu_has_aes_gcm() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// The ciphers to offer, best first. russh (like OpenSSH) puts ChaCha20-Poly1305 first, the right choice
+/// on the armv7 boxes without AES instructions. Where the CPU has them, AES-256-GCM costs a fraction of
+/// ChaCha20-Poly1305's CPU, and every byte of a backup or a restore goes through it.
+fn cipher_order(hw_aes_gcm: bool) -> Vec<russh::cipher::Name> {
+    let defaults = Preferred::default().cipher.into_owned();
+    if !hw_aes_gcm {
+        return defaults;
+    }
+    let gcm = russh::cipher::AES_256_GCM;
+    let mut order = vec![gcm];
+    order.extend(defaults.into_iter().filter(|c| *c != gcm));
+    order
+}
+
 fn client_config(target: &SshTarget, known_types: &[String]) -> client::Config {
     let mut preferred = Preferred::default();
+    preferred.cipher = cipher_order(cpu_has_aes_gcm()).into();
     if !known_types.is_empty() {
         // Like OpenSSH: ask for the host key types we already know for this host first, so a
         // host known only by its RSA key is not reported unknown because it also has ed25519.
@@ -516,5 +549,22 @@ impl SshConnection {
                 e => Err(map_handler_err(&addr, "disconnecting", e)),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_gcm_goes_first_only_with_hardware_aes() {
+        let gcm = russh::cipher::AES_256_GCM;
+        let without = cipher_order(false);
+        assert_eq!(without, Preferred::default().cipher.into_owned());
+        assert_ne!(without[0], gcm);
+        let with = cipher_order(true);
+        assert_eq!(with[0], gcm);
+        assert_eq!(with.len(), without.len(), "the same ciphers, reordered");
+        assert!(without.iter().all(|c| with.contains(c)));
     }
 }
