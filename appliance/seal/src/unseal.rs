@@ -57,8 +57,11 @@ pub struct Unsealer<R> {
     plain: Vec<u8>,
     /// Created at the first compressed chunk.
     inflater: Option<Inflater>,
+    /// The chunk being handed out is `record[plain_start..plain_end]` (a raw chunk, served where it was
+    /// decrypted) or `plain[plain_start..plain_end]` (an inflated one).
     plain_start: usize,
     plain_end: usize,
+    plain_in_record: bool,
     state: State,
     stats: UnsealStats,
 }
@@ -74,10 +77,12 @@ impl<R: Read> Unsealer<R> {
             mac: None,
             trailer: None,
             record: vec![0u8; TAG_PREFIX_LEN + MAX_BODY],
-            plain: vec![0u8; MAX_CHUNK],
+            // Sized at the first compressed chunk: raw chunks are served from `record`.
+            plain: Vec::new(),
             inflater: None,
             plain_start: 0,
             plain_end: 0,
+            plain_in_record: false,
             state: State::Header,
             stats: UnsealStats::default(),
         }
@@ -210,14 +215,14 @@ impl<R: Read> Unsealer<R> {
         }
         let body = &input[TAG_PREFIX_LEN..];
         // Authentic from here on.
-        let n = match body[0] {
-            FLAG_RAW => {
-                let payload = &body[1..];
-                self.plain[..payload.len()].copy_from_slice(payload);
-                payload.len()
-            }
+        let start = TAG_PREFIX_LEN + 1;
+        let (n, in_record) = match body[0] {
+            FLAG_RAW => (body.len() - 1, true),
             FLAG_DEFLATE => {
                 let inflater = self.inflater.get_or_insert_with(Inflater::new);
+                if self.plain.len() < MAX_CHUNK {
+                    self.plain.resize(MAX_CHUNK, 0);
+                }
                 let n =
                     inflater
                         .inflate(&body[1..], &mut self.plain)
@@ -227,7 +232,7 @@ impl<R: Read> Unsealer<R> {
                             what: "compressed payload does not inflate to at most 64 KiB",
                         })?;
                 self.stats.compressed_chunks += 1;
-                n
+                (n, false)
             }
             _ => {
                 return Err(SealError::BadChunk {
@@ -245,8 +250,9 @@ impl<R: Read> Unsealer<R> {
             });
         }
         trailer.update(&tag);
-        self.plain_start = 0;
-        self.plain_end = n;
+        self.plain_in_record = in_record;
+        self.plain_start = if in_record { start } else { 0 };
+        self.plain_end = self.plain_start + n;
         self.stats.chunks += 1;
         self.stats.plain_len += n as u64;
         self.stats.sealed_len += (LEN_LEN + TAG_LEN + len) as u64;
@@ -329,7 +335,12 @@ impl<R: Read> Read for Unsealer<R> {
             }
         }
         let n = dst.len().min(self.plain_end - self.plain_start);
-        dst[..n].copy_from_slice(&self.plain[self.plain_start..self.plain_start + n]);
+        let from = if self.plain_in_record {
+            &self.record
+        } else {
+            &self.plain
+        };
+        dst[..n].copy_from_slice(&from[self.plain_start..self.plain_start + n]);
         self.plain_start += n;
         Ok(n)
     }
