@@ -278,8 +278,10 @@ fn cipher_order(hw_aes_gcm: bool) -> Vec<russh::cipher::Name> {
 }
 
 fn client_config(target: &SshTarget, known_types: &[String]) -> client::Config {
-    let mut preferred = Preferred::default();
-    preferred.cipher = cipher_order(cpu_has_aes_gcm()).into();
+    let mut preferred = Preferred {
+        cipher: cipher_order(cpu_has_aes_gcm()).into(),
+        ..Preferred::default()
+    };
     if !known_types.is_empty() {
         // Like OpenSSH: ask for the host key types we already know for this host first, so a
         // host known only by its RSA key is not reported unknown because it also has ed25519.
