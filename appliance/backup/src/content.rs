@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::walk::Stat;
 
-/// Worker threads sealing the chunks of one large file.
+/// Threads sealing the chunks of one large file: the reading thread and `SEAL_THREADS - 1` workers.
 const SEAL_THREADS: usize = 2;
 
 /// Files up to this size are produced in one blocking call.
@@ -196,7 +196,8 @@ fn produce_with(
 ) -> io::Result<[u8; 32]> {
     let (produced, hash) = match &spec.sealed_as {
         Some(rel) => {
-            // Large files seal chunks on two workers while this thread reads and chunks (same output).
+            // Large files seal on two threads: this one, which also reads and chunks, and a worker (same
+            // output).
             let threads = if spec.stat.size > SMALL {
                 SEAL_THREADS
             } else {

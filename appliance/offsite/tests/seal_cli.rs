@@ -144,42 +144,28 @@ fn devices_and_pipes_as_outputs_are_written_not_replaced() {
     assert_eq!(reader.join().unwrap(), sealed);
     assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo());
 
+    // Unseals `sealed` into a new FIFO: the exit status and what the reader got; the FIFO stays one.
     let sealed_file = dir.path().join("sealed");
-    std::fs::write(&sealed_file, &sealed).unwrap();
-    let (pipe, reader) = fifo(dir.path(), "unseal-fifo");
-    let args = [
-        "unseal",
-        "--key",
-        s(&key),
-        "--path",
-        "p",
-        s(&sealed_file),
-        s(&pipe),
-    ];
-    let o = offsite(&args, None);
+    let unseal_into_fifo = |sealed: &[u8], name: &str| {
+        std::fs::write(&sealed_file, sealed).unwrap();
+        let (pipe, reader) = fifo(dir.path(), name);
+        let args = ["unseal", "--key", s(&key), "--path", "p"];
+        let o = offsite(&[&args[..], &[s(&sealed_file), s(&pipe)]].concat(), None);
+        let got = reader.join().unwrap();
+        assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo());
+        (o, got)
+    };
+    let (o, got) = unseal_into_fifo(&sealed, "unseal-fifo");
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(reader.join().unwrap(), data);
-    assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo());
+    assert_eq!(got, data);
 
     // A tampered file verifies before anything reaches the pipe: the reader sees nothing.
     let mut bad = sealed.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
-    std::fs::write(&sealed_file, &bad).unwrap();
-    let (pipe, reader) = fifo(dir.path(), "tampered-fifo");
-    let args = [
-        "unseal",
-        "--key",
-        s(&key),
-        "--path",
-        "p",
-        s(&sealed_file),
-        s(&pipe),
-    ];
-    let o = offsite(&args, None);
+    let (o, got) = unseal_into_fifo(&bad, "tampered-fifo");
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(reader.join().unwrap().is_empty());
-    assert!(std::fs::metadata(&pipe).unwrap().file_type().is_fifo());
+    assert!(got.is_empty());
 }
 
 #[test]
