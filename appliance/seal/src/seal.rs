@@ -53,13 +53,19 @@ struct ChunkSealer {
     work: Vec<u8>,
 }
 
+impl Drop for ChunkSealer {
+    fn drop(&mut self) {
+        crate::spare::give_buffer(std::mem::take(&mut self.work));
+    }
+}
+
 impl ChunkSealer {
     fn new(
         keys: &crate::keys::KeySet,
         options: SealOptions,
         prefix: &[u8; TAG_PREFIX_LEN],
     ) -> ChunkSealer {
-        let mut work = Vec::with_capacity(TAG_PREFIX_LEN + MAX_BODY);
+        let mut work = crate::spare::take_buffer(TAG_PREFIX_LEN + MAX_BODY);
         work.extend_from_slice(prefix);
         ChunkSealer {
             cipher: ChunkCipher::new(keys, keys.suite),

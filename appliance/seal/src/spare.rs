@@ -10,7 +10,8 @@ use std::cell::RefCell;
 
 use miniz_oxide::deflate::core::CompressorOxide;
 
-/// Buffers kept per thread (a sealer uses two; an unsealer two).
+/// Buffers kept per thread (a sealer uses four: window, record, chunk work and deflate output; an
+/// unsealer two: record and inflate output).
 const KEEP: usize = 4;
 
 thread_local! {

@@ -66,6 +66,13 @@ pub struct Unsealer<R> {
     stats: UnsealStats,
 }
 
+impl<R> Drop for Unsealer<R> {
+    fn drop(&mut self) {
+        crate::spare::give_buffer(std::mem::take(&mut self.record));
+        crate::spare::give_buffer(std::mem::take(&mut self.plain));
+    }
+}
+
 impl<R: Read> Unsealer<R> {
     pub fn new(keys: &Keys, path: &RelPath, input: R) -> Unsealer<R> {
         Unsealer {
@@ -76,7 +83,8 @@ impl<R: Read> Unsealer<R> {
             tag_prefix: [0u8; TAG_PREFIX_LEN],
             mac: None,
             trailer: None,
-            record: vec![0u8; TAG_PREFIX_LEN + MAX_BODY],
+            // Only bytes read or written into it are ever read back (recycled per thread: `crate::spare`).
+            record: crate::spare::take_window(TAG_PREFIX_LEN + MAX_BODY),
             // Sized at the first compressed chunk: raw chunks are served from `record`.
             plain: Vec::new(),
             inflater: None,
@@ -221,7 +229,7 @@ impl<R: Read> Unsealer<R> {
             FLAG_DEFLATE => {
                 let inflater = self.inflater.get_or_insert_with(Inflater::new);
                 if self.plain.len() < MAX_CHUNK {
-                    self.plain.resize(MAX_CHUNK, 0);
+                    self.plain = crate::spare::take_window(MAX_CHUNK);
                 }
                 let n =
                     inflater
