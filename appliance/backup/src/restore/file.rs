@@ -161,10 +161,12 @@ fn sealed_file(
             let stats = verify_spooled(keys, &rel, &mut spool)?;
             check_sealed(e, &stats)?;
             rewind(&mut spool)?;
-            let mut u = Unsealer::new(keys, &rel, &mut spool);
-            // The spool was verified: a failure now is a local one.
-            tar.file(e, &mut u)
-                .map_err(failed("writing the tar stream"))?;
+            {
+                let mut u = Unsealer::new(keys, &rel, &mut spool);
+                // The spool was verified: a failure now is a local one.
+                tar.file(e, &mut u)
+                    .map_err(failed("writing the tar stream"))?;
+            }
             tar.return_spool(spool);
         }
     }
