@@ -217,14 +217,13 @@ pub fn unseal(a: UnsealArgs) -> Result<()> {
     let what = || format!("unsealing {} (path {})", a.input.display(), path);
     let device = if is_dash(&a.output) {
         None
+    } else if let Some(device) = special_output(&a.output)? {
+        Some(device)
     } else {
-        special_output(&a.output)?
-    };
-    if !is_dash(&a.output) && device.is_none() {
         let input = BufReader::with_capacity(1 << 16, open_input(&a.input)?);
         seal::unseal_to_file(&keys, &path, input, &a.output, a.overwrite).with_context(what)?;
         return Ok(());
-    }
+    };
     // Stdout, a pipe or a device cannot be renamed into place: verify everything first, then decrypt again
     // while writing.
     let mut file = if is_dash(&a.input) {
