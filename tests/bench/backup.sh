@@ -12,6 +12,8 @@
 # Bytes on the wire: the loopback interface's tx counter around each command (all traffic of the run,
 # both directions, with TCP and SSH overhead: the same yardstick for every tool).
 # BENCH_DIR picks the work folder (a tmpfs avoids ext4's slow inode allocation after mass deletes).
+# SKIP lists anchors of PART=mixed to leave out, e.g. SKIP="restic rclone rsyncrypto" (rsyncrypto's staging
+# tree needs as much room again as the data; plain rsync always runs: every ratio is against it).
 # Needs: rsync, openssh-server, openssh-client, restic, rclone, rsyncrypto, openssl, python3, bc.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -123,12 +125,16 @@ run_all() { # label-suffix
   read -r w c m b < <(measure "$bin" backup --config "$cfg")
   row "$t: offsite backup (sealed)" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"
   row "$t: rsync -a (plain)" "$ref_w" "$ref_c" "$rm" "$rb"
+  skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
+  skip restic || {
   read -r w c m b < <(measure restic -r "$restic_repo" "${restic_opt[@]}" backup -q "$src")
-  row "$t: restic backup (sftp)" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"
+  row "$t: restic backup (sftp)" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"; }
+  skip rclone || {
   read -r w c m b < <(measure rclone sync "$src" c:)
-  row "$t: rclone sync, crypt remote (sftp)" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"
+  row "$t: rclone sync, crypt remote (sftp)" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"; }
+  skip rsyncrypto || {
   read -r w c m b < <(measure bash -c rsyncrypto_push)
-  row "$t: rsyncrypto + rsync -a" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"
+  row "$t: rsyncrypto + rsync -a" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"; }
 }
 header "initial backup of $mib MiB mixed data"
 cat "$src"/*/* > /dev/null

@@ -55,15 +55,43 @@ pub struct FileSpec {
     pub stat: Stat,
     /// `Some` for sealed content: the identity it is sealed under.
     pub sealed_as: Option<RelPath>,
-    /// The size announced in the file list (sealed size, or the plain size).
-    pub remote_size: u64,
+    /// The size announced in the file list.
+    pub remote_size: RemoteSize,
+}
+
+/// The size a file's entry announces in the rsync file list.
+///
+/// A stock receiver writes what the data stream carries, whatever the list said (`receive_data` in
+/// rsync's `receiver.c` has no length check; rsync's own sender sends a file that grew or shrank since the
+/// list was made as it is then): the list's size matters to the receiver's quick check (size and mtime)
+/// against the previous snapshot's copy, and to nothing else. So a sealed file whose copy cannot pass that
+/// check may announce an upper bound and be read and sealed once, while it is sent; its real size is
+/// learned then, and is what the index and the manifest record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteSize {
+    /// Not known yet: the batch's sizing step learns it.
+    Unknown,
+    /// The content's size, to the byte (plain files; sealed files from the index or a sizing pass).
+    Exact(u64),
+    /// At most this ([`seal::sealed_len_bound`] of the plain size).
+    AtMost(u64),
+}
+
+impl RemoteSize {
+    /// The size to put in the file list.
+    pub fn announced(self) -> u64 {
+        match self {
+            RemoteSize::Unknown => u64::MAX,
+            RemoteSize::Exact(n) | RemoteSize::AtMost(n) => n,
+        }
+    }
 }
 
 /// What happened to one entry's content.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    /// Trailer MAC (sealed) or BLAKE3 (plain) of what was produced.
-    pub hash: Option<[u8; 32]>,
+    /// What was produced: its length, and its trailer MAC (sealed) or BLAKE3 (plain).
+    pub produced: Option<(u64, [u8; 32])>,
     /// The last attempt failed, with this reason.
     pub error: Option<String>,
 }
@@ -159,15 +187,15 @@ impl<R: Read> Read for Counted<'_, R> {
     }
 }
 
-/// Reads `spec` and hands the bytes to be sent to `sink`, piece by piece; returns the hash. Fails if the
-/// file changed while being read, or if the result does not have the announced size.
+/// Reads `spec` and hands the bytes to be sent to `sink`, piece by piece; returns their length and hash.
+/// Fails if the file changed while being read, or if the result does not fit the announced size.
 pub fn produce(
     spec: &FileSpec,
     keys: &Keys,
     options: SealOptions,
     counters: &ReadCounters,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<[u8; 32]> {
+) -> io::Result<(u64, [u8; 32])> {
     let file = open_counted(spec, counters)?;
     let input = Counted::new(&file, counters);
     PIECE_BUF.with_borrow_mut(|buf| {
@@ -193,7 +221,8 @@ fn produce_with(
     file: &File,
     mut input: Counted<'_, &File>,
     buf: &mut [u8],
-) -> io::Result<[u8; 32]> {
+) -> io::Result<(u64, [u8; 32])> {
+    let limit = spec.remote_size.announced();
     let (produced, hash) = match &spec.sealed_as {
         Some(rel) => {
             // Large files seal on two threads: this one, which also reads and chunks, and a worker (same
@@ -204,12 +233,12 @@ fn produce_with(
                 1
             };
             let mut sealer = Sealer::new(keys, rel, options, &mut input).with_threads(threads);
-            let produced = pass_on(&mut sealer, buf, spec.remote_size, sink, |_| {})?;
+            let produced = pass_on(&mut sealer, buf, limit, sink, |_| {})?;
             (produced, sealer.stats().mac)
         }
         None => {
             let mut hasher = blake3::Hasher::new();
-            let produced = pass_on(&mut input, buf, spec.remote_size, sink, |b| {
+            let produced = pass_on(&mut input, buf, limit, sink, |b| {
                 hasher.update(b);
             })?;
             (produced, *hasher.finalize().as_bytes())
@@ -219,13 +248,15 @@ fn produce_with(
         .bytes_produced
         .fetch_add(produced, Ordering::Relaxed);
     let after = file.metadata()?;
-    if produced != spec.remote_size
-        || !same_file(&after, &spec.stat)
-        || input.total != spec.stat.size
-    {
+    let fits = match spec.remote_size {
+        RemoteSize::Exact(n) => produced == n,
+        RemoteSize::AtMost(n) => produced <= n,
+        RemoteSize::Unknown => false,
+    };
+    if !fits || !same_file(&after, &spec.stat) || input.total != spec.stat.size {
         return Err(changed("while it was read"));
     }
-    Ok(hash)
+    Ok((produced, hash))
 }
 
 /// Copies `src` to `sink` through `buf`, showing each piece to `seen`; fails once more than `limit`
@@ -297,13 +328,13 @@ pub struct BatchContent {
     pub counters: Arc<ReadCounters>,
 }
 
-fn record(outcomes: &Mutex<Vec<Outcome>>, index: usize, result: &io::Result<[u8; 32]>) {
+fn record(outcomes: &Mutex<Vec<Outcome>>, index: usize, result: &io::Result<(u64, [u8; 32])>) {
     if let Ok(mut o) = outcomes.lock()
         && let Some(slot) = o.get_mut(index)
     {
         match result {
-            Ok(h) => {
-                slot.hash = Some(*h);
+            Ok(p) => {
+                slot.produced = Some(*p);
                 slot.error = None;
             }
             Err(e) => slot.error = Some(e.to_string()),
@@ -383,7 +414,8 @@ impl rsync_wire::ContentSource for BatchContent {
         let outcomes = self.outcomes.clone();
         if spec.stat.size <= SMALL {
             let data = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::with_capacity(spec.remote_size as usize);
+                let mut out =
+                    Vec::with_capacity(spec.remote_size.announced().min(2 * SMALL) as usize);
                 let r = produce(&spec, &keys, options, &counters, &mut |b| {
                     out.extend_from_slice(b);
                     Ok(())

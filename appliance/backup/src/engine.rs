@@ -29,7 +29,7 @@ use seal::{Keys, MasterKey, RelPath, SealOptions};
 
 use crate::Error;
 use crate::config::{Config, ShareConfig};
-use crate::content::{BatchContent, FileSpec, Outcome, ReadCounters, Source};
+use crate::content::{BatchContent, FileSpec, Outcome, ReadCounters, RemoteSize, Source};
 use crate::index::{INDEX_FORMAT, IndexEntry, IndexHeader, IndexReader, IndexWriter, index_path};
 use crate::manifest::{
     EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntry, ManifestHeader, ManifestWriter,
@@ -312,12 +312,13 @@ impl Batch {
     }
 }
 
-/// A fresh look at a file that changed while it was read: its stat now and its size on the target
-/// (sealed: one sizing pass); and the nanoseconds to send (one off when the time equals the recorded
-/// one, as in [`add_entry`]).
+/// A fresh look at a file that changed while it was read: its stat now and its size on the target (see
+/// [`remote_size`]); and the nanoseconds to send (one off when the time equals the recorded one, as in
+/// [`add_entry`]).
 fn look_again(
     spec: &FileSpec,
     recorded: Option<&IndexEntry>,
+    sizing: Sizing,
     keys: &Keys,
     options: SealOptions,
     counters: &ReadCounters,
@@ -332,13 +333,51 @@ fn look_again(
         path: spec.path.clone(),
         stat,
         sealed_as: spec.sealed_as.clone(),
-        remote_size: 0,
+        remote_size: RemoteSize::Unknown,
     };
-    fresh.remote_size = match &fresh.sealed_as {
-        None => fresh.stat.size,
-        Some(_) => crate::content::sealed_size(&fresh, keys, options, counters)?,
+    fresh.remote_size = match remote_size(&fresh.stat, fresh.sealed_as.is_some(), sizing) {
+        RemoteSize::Unknown => RemoteSize::Exact(crate::content::sealed_size(
+            &fresh, keys, options, counters,
+        )?),
+        known => known,
     };
     Ok((fresh, nsec))
+}
+
+/// How a run announces the size of a changed sealed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sizing {
+    /// An upper bound, and the file is read once. Right when no copy on the target can pass the receiver's
+    /// quick check: the previous snapshot holds what the index recorded, and a changed file is sent with
+    /// another mtime than that (see [`nsec_to_send`]), a new file has no copy there at all.
+    Bound,
+    /// The exact sealed size, learned by a sizing pass before the push. Needed where the target may hold
+    /// this very version already, with its size and mtime: after an interrupted run (its incomplete
+    /// snapshot is a basis) or when the index is lost. The quick check then links that copy instead of
+    /// receiving the file again.
+    Exact,
+}
+
+/// Which [`Sizing`] a share's run takes: exact where the target has snapshots that the index may not
+/// describe (one is incomplete, or there is no usable index).
+fn sizing_for(on_target: &ShareOnTarget, index_usable: bool) -> Sizing {
+    let unknown_copies = on_target.snapshots.iter().any(|s| !s.1)
+        || (!index_usable && !on_target.snapshots.is_empty());
+    if unknown_copies {
+        Sizing::Exact
+    } else {
+        Sizing::Bound
+    }
+}
+
+/// The size a changed file's entry announces, before any read: a plain file's own size; for a sealed
+/// file, the bound, or [`RemoteSize::Unknown`] when the sizing pass must learn it.
+fn remote_size(st: &Stat, sealed: bool, sizing: Sizing) -> RemoteSize {
+    match (sealed, sizing) {
+        (false, _) => RemoteSize::Exact(st.size),
+        (true, Sizing::Bound) => RemoteSize::AtMost(seal::sealed_len_bound(st.size)),
+        (true, Sizing::Exact) => RemoteSize::Unknown,
+    }
 }
 
 /// The nanoseconds of a changed file's mtime to send: its own, or one off when they equal the recorded
@@ -354,7 +393,7 @@ fn nsec_to_send(recorded: Option<&IndexEntry>, st: &Stat) -> u32 {
 /// Points a file's entry at what a fresh look found (size on the target, time, permissions).
 fn point_at(entry: &mut FileEntry, fresh: &FileSpec, nsec: u32) {
     entry.kind = rsync_wire::EntryKind::File {
-        size: fresh.remote_size,
+        size: fresh.remote_size.announced(),
     };
     entry.mtime = fresh.stat.mtime;
     entry.mtime_nsec = nsec;
@@ -381,6 +420,7 @@ struct ShareRun<'a> {
     counters: Arc<ReadCounters>,
     index: Option<IndexWriter>,
     manifest: Option<ManifestWriter>,
+    sizing: Sizing,
 }
 
 async fn share_run(
@@ -410,6 +450,7 @@ async fn share_run(
     };
     let index_file = index_path(&cfg.state_dir, name);
     let mut old_index = IndexReader::open(&index_file, &header);
+    let sizing = sizing_for(&on_target, old_index.is_usable());
     if ctx.opts.dry_run {
         progress(&Progress::ShareStarted {
             share: name,
@@ -458,6 +499,7 @@ async fn share_run(
             compress: share.compress,
         },
         counters: Arc::new(ReadCounters::default()),
+        sizing,
         index: Some(IndexWriter::create(&index_file, &header).map_err(state_ctx)?),
         manifest: Some(
             ManifestWriter::create(
@@ -487,6 +529,7 @@ async fn share_run(
         old_index,
         walker: Some(walker),
         batch_entries: ctx.opts.batch_entries.max(1),
+        sizing,
     };
     // The walk (stat, index merge, sizing of changed files) runs one batch ahead of the push, on its own
     // thread: the target works on one batch while the next is prepared.
@@ -729,14 +772,12 @@ fn add_entry(
             // content. The target's copy gets a time one nanosecond off instead: the receiver then asks
             // for it. Restores take times from the manifest, which keeps the real one.
             let sent_nsec = nsec_to_send(recorded.as_ref(), st);
-            let remote_size = match (&known, share.encrypt) {
-                (Some((size, _)), _) => *size,
-                (None, false) => st.size,
-                // Learned in the batch's sizing step.
-                (None, true) => u64::MAX,
+            let remote_size = match &known {
+                Some((size, _)) => RemoteSize::Exact(*size),
+                None => remote_size(st, share.encrypt, prep.sizing),
             };
-            let entry =
-                FileEntry::file(remote, remote_size, st.mtime, st.perms).with_nsec(sent_nsec);
+            let entry = FileEntry::file(remote, remote_size.announced(), st.mtime, st.perms)
+                .with_nsec(sent_nsec);
             let spec = FileSpec {
                 path: e.path,
                 stat: e.stat.clone(),
@@ -814,6 +855,7 @@ struct Preparer {
     old_index: IndexReader,
     walker: Option<Walker>,
     batch_entries: usize,
+    sizing: Sizing,
 }
 
 impl Preparer {
@@ -864,39 +906,30 @@ impl Preparer {
         (p, more)
     }
 
-    /// Learns the sealed size of the batch's changed files (on up to two threads), dropping the ones that
-    /// cannot be read.
+    /// Seals the batch's small changed sealed files and learns the sealed size of those announced as
+    /// [`RemoteSize::Unknown`] (on up to two threads), dropping the ones that cannot be read.
     fn size_files(&self, p: &mut Prepared) {
-        let todo: Vec<usize> = p
-            .batch
-            .sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                Source::File(spec) if spec.remote_size == u64::MAX => Some(i),
-                _ => None,
-            })
-            .collect();
-        if todo.is_empty() {
+        // Small files are sealed right away and kept (within a budget per batch): one read, and no thread
+        // hop when the receiver asks for them. `(index, keep)`
+        let mut budget = KEEP_SEALED_BUDGET;
+        let mut work: Vec<(usize, bool)> = Vec::new();
+        for (i, source) in p.batch.sources.iter().enumerate() {
+            let Source::File(spec) = source else { continue };
+            if matches!(spec.remote_size, RemoteSize::Exact(_)) {
+                continue;
+            }
+            let keep = spec.stat.size <= KEEP_SEALED_MAX && spec.stat.size <= budget;
+            if keep {
+                budget -= spec.stat.size;
+            }
+            if keep || spec.remote_size == RemoteSize::Unknown {
+                work.push((i, keep));
+            }
+        }
+        if work.is_empty() {
             return;
         }
-        // Small files are sealed right away and kept (within a budget per batch): one read instead of two,
-        // and no thread hop when the receiver asks for them.
-        let mut budget = KEEP_SEALED_BUDGET;
-        let keep: Vec<bool> = todo
-            .iter()
-            .map(|&i| match &p.batch.sources[i] {
-                Source::File(spec)
-                    if spec.stat.size <= KEEP_SEALED_MAX && spec.stat.size <= budget =>
-                {
-                    budget -= spec.stat.size;
-                    true
-                }
-                _ => false,
-            })
-            .collect();
         let counters = ReadCounters::default();
-        let work: Vec<(usize, bool)> = todo.iter().copied().zip(keep).collect();
         let size = |(i, keep): (usize, bool)| -> (usize, std::io::Result<Sized>) {
             let Source::File(spec) = &p.batch.sources[i] else {
                 return (i, Err(std::io::Error::other("not a file")));
@@ -928,7 +961,7 @@ impl Preparer {
             match r {
                 Ok(Sized::Len(size)) => {
                     if let Source::File(spec) = &mut p.batch.sources[i] {
-                        spec.remote_size = size;
+                        spec.remote_size = RemoteSize::Exact(size);
                     }
                     p.batch.entries[i].kind = rsync_wire::EntryKind::File { size };
                     sized += 1;
@@ -946,10 +979,10 @@ impl Preparer {
             }
         }
         // Anything still unsized (a failed thread) is dropped too.
-        if sized + dropped.len() < todo.len() {
-            for &i in &todo {
+        if sized + dropped.len() < work.len() {
+            for &(i, _) in &work {
                 if let Source::File(spec) = &p.batch.sources[i]
-                    && spec.remote_size == u64::MAX
+                    && spec.remote_size == RemoteSize::Unknown
                     && !dropped.iter().any(|d| d.0 == i)
                 {
                     dropped.push((i, "its size could not be computed".into()));
@@ -975,6 +1008,7 @@ impl Preparer {
                     match look_again(
                         &spec,
                         w.recorded.as_ref(),
+                        self.sizing,
                         &self.keys,
                         self.seal_options,
                         &counters,
@@ -1219,19 +1253,16 @@ impl ShareRun<'_> {
                     }
                     *k
                 }
-                (None, Source::File(spec), Outcome { hash: Some(h), .. }) => (spec.remote_size, *h),
+                (
+                    None,
+                    Source::File(_),
+                    Outcome {
+                        produced: Some(p), ..
+                    },
+                ) => *p,
                 (None, Source::File(spec), _) => {
                     // The target already had it (same size and mtime), so it was not read: hash it now.
-                    let spec = spec.clone();
-                    let keys = self.ctx.keys.clone();
-                    let options = self.seal_options;
-                    let counters = self.counters.clone();
-                    let r = tokio::task::spawn_blocking(move || {
-                        crate::content::produce(&spec, &keys, options, &counters, &mut |_| Ok(()))
-                            .map(|h| (spec.remote_size, h))
-                    })
-                    .await;
-                    match r.map_err(std::io::Error::other).and_then(|x| x) {
+                    match self.hash_now(spec).await {
                         Ok(x) => x,
                         Err(e) => {
                             skipped(report, progress, &self.share.name, &w.rel, e.to_string());
@@ -1389,8 +1420,8 @@ impl ShareRun<'_> {
                         let Source::File(spec) = &list_sources[pos] else {
                             continue;
                         };
-                        let hash = match o.hash {
-                            Some(h) => h,
+                        let produced = match o.produced {
+                            Some(p) => p,
                             // The target had it already (the previous snapshot holds this very
                             // version): hash it as the batch does.
                             None => match self.hash_now(spec).await {
@@ -1402,7 +1433,7 @@ impl ShareRun<'_> {
                             },
                         };
                         w.stat = spec.stat.clone();
-                        w.known = Some((spec.remote_size, hash));
+                        w.known = Some(produced);
                         outcomes[slot] = Outcome::default();
                     }
                 }
@@ -1413,22 +1444,25 @@ impl ShareRun<'_> {
 
     /// [`look_again`] on a blocking thread.
     async fn look_again(&self, spec: &FileSpec, w: &Walked) -> std::io::Result<(FileSpec, u32)> {
-        let (keys, options, counters) = (
+        let (keys, options, counters, sizing) = (
             self.ctx.keys.clone(),
             self.seal_options,
             self.counters.clone(),
+            self.sizing,
         );
         let (spec, recorded) = (spec.clone(), w.recorded.clone());
         tokio::task::spawn_blocking(move || {
-            look_again(&spec, recorded.as_ref(), &keys, options, &counters)
+            look_again(&spec, recorded.as_ref(), sizing, &keys, options, &counters)
         })
         .await
         .map_err(std::io::Error::other)?
     }
 
-    /// The hash of what a file produces now (for a file the receiver did not need to be sent).
-    async fn hash_now(&self, spec: &FileSpec) -> std::io::Result<[u8; 32]> {
-        let spec = spec.clone();
+    /// The length and hash of what a file produces now, for a file the receiver did not need to be sent:
+    /// its copy on the target has the announced size (and mtime), so the content must have that very size.
+    async fn hash_now(&self, spec: &FileSpec) -> std::io::Result<(u64, [u8; 32])> {
+        let mut spec = spec.clone();
+        spec.remote_size = RemoteSize::Exact(spec.remote_size.announced());
         let keys = self.ctx.keys.clone();
         let options = self.seal_options;
         let counters = self.counters.clone();
@@ -1485,7 +1519,7 @@ impl ShareRun<'_> {
             path: sealed_file.path().to_owned(),
             stat: Stat::of(&meta),
             sealed_as: None,
-            remote_size: len,
+            remote_size: RemoteSize::Exact(len),
         };
         let sources = Arc::new(vec![Source::None, Source::File(spec)]);
         let mut content = BatchContent {

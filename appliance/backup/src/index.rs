@@ -85,6 +85,7 @@ pub struct IndexReader {
     scratch: Vec<u8>,
     /// Why the old index is not used (missing is not a problem and gives `None`).
     pub problem: Option<String>,
+    usable: bool,
 }
 
 impl IndexReader {
@@ -95,6 +96,7 @@ impl IndexReader {
             next: None,
             scratch: Vec::new(),
             problem: None,
+            usable: false,
         };
         let file = match File::open(path) {
             Ok(f) => f,
@@ -107,6 +109,7 @@ impl IndexReader {
         let mut input = BufReader::new(file);
         match records::read::<IndexHeader>(&mut input, &mut r.scratch) {
             Ok(Some(h)) if &h == expected => {
+                r.usable = true;
                 r.input = Some(input);
                 r.advance();
             }
@@ -120,6 +123,13 @@ impl IndexReader {
             Err(e) => r.problem = Some(format!("{}: {e}", path.display())),
         }
         r
+    }
+
+    /// Whether an index of this share with the expected header was found. It then describes the newest
+    /// complete snapshot: it is committed right after that snapshot's manifest (a run stopped between the
+    /// two leaves it one run behind, which costs time, never correctness).
+    pub fn is_usable(&self) -> bool {
+        self.usable
     }
 
     fn advance(&mut self) {

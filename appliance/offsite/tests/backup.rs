@@ -296,3 +296,57 @@ fn many_small_batches_give_the_same_snapshot() {
     // The manifest is sent as a delta against the previous one.
     assert!(counter(&r, "literal_bytes") < 2000, "{r}");
 }
+
+/// The inode of every share file in a snapshot folder on the target, by its name there.
+fn inodes(snapshot: &Path) -> std::collections::BTreeMap<Vec<u8>, u64> {
+    tree_map(snapshot, &is_manifest_or_side)
+        .keys()
+        .map(|rel| {
+            let p = snapshot.join(std::ffi::OsStr::from_bytes(rel));
+            (rel.clone(), fs::symlink_metadata(p).unwrap().ino())
+        })
+        .collect()
+}
+
+#[test]
+fn copies_the_index_does_not_know_are_linked_not_sent_again() {
+    // A changed file normally announces an upper bound of its sealed size and is read once. Where the
+    // target may hold the very version already (index lost; an interrupted run's snapshot), the run
+    // learns exact sizes first, so the receiver's quick check links those copies.
+    let s = Setup::new();
+    fill_share(&s.share);
+    s.local_config("");
+    s.backup_ok();
+    let index = s.dir.path().join("state/index/docs.idx");
+    assert!(index.is_file());
+
+    // The index is lost (a new box with the old config and key).
+    fs::remove_file(&index).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    s.backup_ok();
+    let snaps = s.snapshots(&s.target);
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(inodes(&snaps[1]), inodes(&snaps[0]), "not linked");
+
+    // A run that pushed new versions and was stopped before its manifest: its folder is incomplete and
+    // the index is the one from before it.
+    let saved = fs::read(&index).unwrap();
+    let big = s.share.join("big.bin");
+    let mut data = fs::read(&big).unwrap();
+    data[2_000_000] ^= 1;
+    data.extend_from_slice(&random(70_000, 9));
+    fs::write(&big, &data).unwrap();
+    fs::write(s.share.join("photos/2024/img-0001.jpg"), random(90_000, 8)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    s.backup_ok();
+    let stopped = s.snapshots(&s.target)[2].clone();
+    fs::remove_file(stopped.join(".offsite-manifest")).unwrap();
+    fs::write(&index, saved).unwrap();
+    let before = inodes(&stopped);
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = s.backup_ok();
+    let last = s.snapshots(&s.target).last().unwrap().clone();
+    assert_ne!(last, stopped);
+    assert_eq!(inodes(&last), before, "not linked: {r}");
+    assert_restores(&s, &last, &|_| false);
+}

@@ -494,6 +494,19 @@ pub fn seal_with_threads(
     Ok(sealer.stats())
 }
 
+/// An upper bound of the sealed length of any `plain_len` bytes, known before they are read: every chunk
+/// but the last is longer than [`MIN_CHUNK`](crate::chunker::MIN_CHUNK) (so there are at most
+/// `⌈plain_len / (MIN_CHUNK + 1)⌉` chunks), and a chunk's payload is never longer than the chunk (deflate is
+/// kept only where it saves). A sender may announce it in an rsync file list instead of the exact length,
+/// which [`sealed_len`] learns only at the price of a pass over the file.
+pub fn sealed_len_bound(plain_len: u64) -> u64 {
+    let chunks = plain_len.div_ceil(crate::chunker::MIN_CHUNK as u64 + 1);
+    let per_chunk = (LEN_LEN + TAG_LEN + 1) as u64;
+    ((HEADER_LEN + crate::format::TRAILER_LEN) as u64)
+        .saturating_add(plain_len)
+        .saturating_add(chunks.saturating_mul(per_chunk))
+}
+
 /// The exact sealed length of `input`, without sealing it: chunking and the compression decision (and
 /// deflate, for compressible chunks only) run, the MAC and the cipher do not. For incompressible data this
 /// costs a fraction of a seal, which is what lets a sender announce a file's sealed size in an rsync file

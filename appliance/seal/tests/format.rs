@@ -466,6 +466,29 @@ fn sealed_len_matches_the_real_seal_without_sealing() {
 }
 
 #[test]
+fn sealed_len_bound_is_never_below_the_real_length() {
+    let text: Vec<u8> = (0..40_000)
+        .flat_map(|i| format!("{i} bound\n").into_bytes())
+        .collect();
+    let noise = random(300_000, 33);
+    let k = keys(Suite::Aes256Ctr);
+    let p = path("b/ound");
+    for n in [0usize, 1, 2048, 2049, 2050, 4098, 65_536, 65_537, 300_000] {
+        for data in [&noise[..n], &text[..n]] {
+            for compress in [true, false] {
+                let real = seal::sealed_len(&k, &p, SealOptions { compress }, data).unwrap();
+                let bound = seal::sealed_len_bound(n as u64);
+                assert!(real <= bound, "{n} bytes: {real} > {bound}");
+                // Up to one chunk, incompressible bytes reach the bound: its constants are the format's.
+                if n <= 2049 && std::ptr::eq(data.as_ptr(), noise.as_ptr()) {
+                    assert_eq!(real, bound, "{n} bytes");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn stats_carry_the_trailer_mac_and_exact_length() {
     for suite in SUITES {
         let k = keys(suite);
