@@ -1,8 +1,5 @@
 //! Optional per-chunk deflate, tried only where it is likely to pay (`docs/FORMAT.md`, section 5).
 
-use miniz_oxide::deflate::core::{CompressorOxide, TDEFLFlush, TDEFLStatus, compress};
-use miniz_oxide::{DataFormat, deflate::CompressionLevel};
-
 use crate::chunker::MAX_CHUNK;
 
 /// Cheap, deterministic compressibility test on every fourth byte (`S` samples): the collision entropy of
@@ -36,25 +33,28 @@ fn sample_histogram(data: &[u8]) -> (u64, u64) {
     (sum_sq, count)
 }
 
-/// A reusable raw-deflate compressor. Its tables are only set up when a chunk first passes the
-/// compressibility test (incompressible files never pay for them) and are recycled per thread when it is
-/// dropped ([`crate::spare`]).
+/// A reusable raw-deflate compressor: libdeflate at level 1 (`docs/FORMAT.md`, section 5, says why this
+/// one). Its state is only made when a chunk first passes the compressibility test (incompressible files
+/// never pay for it) and is recycled per thread when it is dropped ([`crate::spare`]). Each chunk is one
+/// complete deflate stream: libdeflate keeps nothing from one call to the next.
 pub(crate) struct Compressor {
-    oxide: Option<Box<CompressorOxide>>,
+    state: Option<libdeflater::Compressor>,
     out: Vec<u8>,
 }
 
-fn new_oxide() -> Box<CompressorOxide> {
-    Box::new(CompressorOxide::with_format_and_level(
-        DataFormat::Raw,
-        CompressionLevel::BestSpeed,
-    ))
+/// The format's deflate level.
+const LEVEL: i32 = 1;
+
+fn new_state() -> libdeflater::Compressor {
+    libdeflater::Compressor::new(
+        libdeflater::CompressionLvl::new(LEVEL).expect("libdeflate has compression level 1"),
+    )
 }
 
 impl Drop for Compressor {
     fn drop(&mut self) {
-        if let Some(o) = self.oxide.take() {
-            crate::spare::give_deflate(o);
+        if let Some(s) = self.state.take() {
+            crate::spare::give_deflate(s);
         }
         crate::spare::give_buffer(std::mem::take(&mut self.out));
     }
@@ -63,7 +63,7 @@ impl Drop for Compressor {
 impl Compressor {
     pub(crate) fn new() -> Compressor {
         Compressor {
-            oxide: None,
+            state: None,
             out: Vec::new(),
         }
     }
@@ -74,21 +74,17 @@ impl Compressor {
             return None;
         }
         let limit = data.len() * 15 / 16;
-        let oxide = self
-            .oxide
-            .get_or_insert_with(|| crate::spare::take_deflate(new_oxide));
-        // The same settings every time; `reset` makes a recycled state identical to a new one.
-        oxide.reset();
+        let state = self
+            .state
+            .get_or_insert_with(|| crate::spare::take_deflate(new_state));
         if self.out.len() < MAX_CHUNK {
             // Only the bytes deflate writes are read back.
             self.out = crate::spare::take_window(MAX_CHUNK);
         }
-        let (status, consumed, produced) =
-            compress(oxide, data, &mut self.out[..limit], TDEFLFlush::Finish);
-        if status == TDEFLStatus::Done && consumed == data.len() && produced <= limit {
-            Some(&self.out[..produced])
-        } else {
-            None
+        // libdeflate reports a stream that does not fit in `limit` bytes as an error (or as 0 bytes).
+        match state.deflate_compress(data, &mut self.out[..limit]) {
+            Ok(produced) if produced > 0 => Some(&self.out[..produced]),
+            _ => None,
         }
     }
 }

@@ -1,14 +1,13 @@
 //! Per-thread recycling of the large buffers a seal needs.
 //!
 //! A backup seals many small files one after another on the same few threads. Allocating a fresh 128 KiB
-//! window, a record buffer and a deflate state (about 300 KiB, zero-filled) for each of them made the
+//! window, a record buffer and a deflate state (hundreds of KiB) for each of them made the
 //! kernel's page-fault and `madvise` work dominate (measured: 7× the time of a plain copy of 2,000 small
 //! files). Buffers and deflate states are therefore handed back here when a sealer is dropped and reused
-//! by the next one on the same thread. Reuse cannot change output: every user resets what it takes.
+//! by the next one on the same thread. Reuse cannot change output: every user resets what it takes (a
+//! libdeflate compressor has nothing to reset: each call starts afresh).
 
 use std::cell::RefCell;
-
-use miniz_oxide::deflate::core::CompressorOxide;
 
 /// Buffers kept per thread (a sealer uses four: window, record, chunk work and deflate output; an
 /// unsealer two: record and inflate output).
@@ -16,7 +15,7 @@ const KEEP: usize = 4;
 
 thread_local! {
     static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    static DEFLATE: RefCell<Option<Box<CompressorOxide>>> = const { RefCell::new(None) };
+    static DEFLATE: RefCell<Option<libdeflater::Compressor>> = const { RefCell::new(None) };
 }
 
 /// A zero-length buffer with at least `capacity` bytes of capacity.
@@ -73,7 +72,9 @@ pub(crate) fn give_buffer(v: Vec<u8>) {
 }
 
 /// A deflate state: this thread's spare one, or a new one.
-pub(crate) fn take_deflate(make: impl FnOnce() -> Box<CompressorOxide>) -> Box<CompressorOxide> {
+pub(crate) fn take_deflate(
+    make: impl FnOnce() -> libdeflater::Compressor,
+) -> libdeflater::Compressor {
     DEFLATE
         .try_with(|d| d.borrow_mut().take())
         .ok()
@@ -81,6 +82,6 @@ pub(crate) fn take_deflate(make: impl FnOnce() -> Box<CompressorOxide>) -> Box<C
         .unwrap_or_else(make)
 }
 
-pub(crate) fn give_deflate(d: Box<CompressorOxide>) {
+pub(crate) fn give_deflate(d: libdeflater::Compressor) {
     let _ = DEFLATE.try_with(|s| *s.borrow_mut() = Some(d));
 }
