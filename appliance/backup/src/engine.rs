@@ -302,6 +302,18 @@ struct Batch {
 }
 
 impl Batch {
+    /// An empty batch with room for `n` entries: the vectors are allocated once at their final size (a
+    /// batch of `batch_entries` walked entries plus its parent folders went just over a power of two, and
+    /// doubling left most of a second batch's worth unused, several batches at a time).
+    fn with_capacity(n: usize) -> Batch {
+        Batch {
+            entries: Vec::with_capacity(n),
+            sources: Vec::with_capacity(n),
+            walked: Vec::with_capacity(n),
+            walked_count: 0,
+        }
+    }
+
     fn push(&mut self, entry: FileEntry, source: Source, walked: Option<Walked>) {
         if walked.is_some() {
             self.walked_count += 1;
@@ -870,8 +882,10 @@ impl Preparer {
     }
 
     fn next_batch(&mut self) -> (Prepared, bool) {
+        // Room for the walked entries, the parent folders repeated in front and a few long-name side files.
+        let room = self.batch_entries + self.names.stack.len() + 16;
         let mut p = Prepared {
-            batch: Batch::default(),
+            batch: Batch::with_capacity(room),
             skips: Vec::new(),
             counts: Counters::default(),
         };
