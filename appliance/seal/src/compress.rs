@@ -35,7 +35,7 @@ fn sample_histogram(data: &[u8]) -> (u64, u64) {
 
 /// A reusable raw-deflate compressor: libdeflate at level 1 (`docs/FORMAT.md`, section 5, says why this
 /// one). Its state is only made when a chunk first passes the compressibility test (incompressible files
-/// never pay for it) and is recycled per thread when it is dropped ([`crate::spare`]). Each chunk is one
+/// never pay for it) and is recycled when it is dropped ([`crate::spare`]). Each chunk is one
 /// complete deflate stream: libdeflate keeps nothing from one call to the next.
 pub(crate) struct Compressor {
     state: Option<libdeflater::Compressor>,

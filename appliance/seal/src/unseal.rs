@@ -83,7 +83,7 @@ impl<R: Read> Unsealer<R> {
             tag_prefix: [0u8; TAG_PREFIX_LEN],
             mac: None,
             trailer: None,
-            // Only bytes read or written into it are ever read back (recycled per thread: `crate::spare`).
+            // Only bytes read or written into it are ever read back (recycled: `crate::spare`).
             record: crate::spare::take_window(TAG_PREFIX_LEN + MAX_BODY),
             // Sized at the first compressed chunk: raw chunks are served from `record`.
             plain: Vec::new(),
