@@ -361,6 +361,14 @@ pub struct MsgState {
     pub no_send: u64,
 }
 
+/// Where a connection's events go.
+enum Sink<'e> {
+    /// The caller's, for the session's protocol part.
+    Borrowed(&'e mut (dyn FnMut(Event<'_>) + Send)),
+    /// Owned, for the end of a session that outlives the caller's borrow (see [`Conn::detach`]).
+    Owned(Box<dyn FnMut(Event<'_>) + Send>),
+}
+
 /// Our input side plus output, with message handling.
 pub struct Conn<'e, W> {
     rx: mpsc::Receiver<Inbound>,
@@ -373,7 +381,7 @@ pub struct Conn<'e, W> {
     pub protocol: u32,
     ndx_in: NdxState,
     ndx_out: NdxState,
-    events: &'e mut (dyn FnMut(Event<'_>) + Send),
+    events: Sink<'e>,
     /// Idle timeout: keepalives every half of it, error after all of it.
     pub(crate) io_timeout: Option<Duration>,
     /// Side effects of messages.
@@ -402,7 +410,7 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
             protocol,
             ndx_in: NdxState::default(),
             ndx_out: NdxState::default(),
-            events,
+            events: Sink::Borrowed(events),
             io_timeout,
             msgs: MsgState::default(),
             bytes_read: 0,
@@ -451,7 +459,44 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
 
     /// Emits an event to the caller.
     pub fn emit(&mut self, e: Event<'_>) {
-        (self.events)(e);
+        match &mut self.events {
+            Sink::Borrowed(f) => f(e),
+            Sink::Owned(f) => f(e),
+        }
+    }
+
+    /// The same connection, its events going to `events` from now on: a push returns once the protocol
+    /// exchange is over and leaves the server's last messages (until its EOF) to be read later, beyond
+    /// the borrow of the caller's sink.
+    pub fn detach(self, events: Box<dyn FnMut(Event<'_>) + Send>) -> Conn<'static, W> {
+        let Conn {
+            rx,
+            cur,
+            pos,
+            eof,
+            out,
+            protocol,
+            ndx_in,
+            ndx_out,
+            events: _,
+            io_timeout,
+            msgs,
+            bytes_read,
+        } = self;
+        Conn {
+            rx,
+            cur,
+            pos,
+            eof,
+            out,
+            protocol,
+            ndx_in,
+            ndx_out,
+            events: Sink::Owned(events),
+            io_timeout,
+            msgs,
+            bytes_read,
+        }
     }
 
     async fn next_inbound(&mut self) -> Result<Inbound> {

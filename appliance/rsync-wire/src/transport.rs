@@ -159,6 +159,12 @@ const MESSAGES_LIMIT: usize = 16 * 1024;
 pub(crate) struct MessageLog(String);
 
 impl MessageLog {
+    /// Adds what `later` kept (within the same bound).
+    pub(crate) fn append(&mut self, later: MessageLog) {
+        let room = MESSAGES_LIMIT.saturating_sub(self.0.len());
+        self.0.extend(later.0.chars().take(room));
+    }
+
     pub(crate) fn record(&mut self, e: &Event<'_>) {
         if let Event::Message { kind, text } = e
             && *kind != MessageKind::Info
