@@ -314,6 +314,18 @@ impl Batch {
         }
     }
 
+    /// Whether pushing it reads no file: each of its files is the version the index recorded (the
+    /// receiver links it from the previous snapshot), or its content is in memory already.
+    fn reads_nothing(&self) -> bool {
+        self.sources
+            .iter()
+            .zip(&self.walked)
+            .all(|(source, walked)| match source {
+                Source::File(_) => walked.as_ref().is_some_and(|w| w.known.is_some()),
+                _ => true,
+            })
+    }
+
     fn push(&mut self, entry: FileEntry, source: Source, walked: Option<Walked>) {
         if walked.is_some() {
             self.walked_count += 1;
@@ -550,57 +562,88 @@ async fn share_run(
         .name("offsite-walk".into())
         .spawn(move || preparer.run(tx))
         .map_err(|e| Error::new(format!("share {name}: starting the walk"), e))?;
-    // One batch's server exits while the next batch is pushed (see `rsync_wire::PendingExit`).
+    // Batches go in rounds: one batch, or two at once when neither has a file to read (an unchanged
+    // night, where each session's time is the server's: its start, its links, its exit). The servers of
+    // one round exit while the next round is pushed (see `rsync_wire::PendingExit`).
     let mut outcome = Ok(());
-    let mut in_flight: Option<InFlight> = None;
+    let mut exiting: Vec<InFlight> = Vec::new();
+    let mut carry: Option<Prepared> = None;
     loop {
-        let next = rx.recv().await;
-        let Some(p) = next else {
-            if let Some(prev) = in_flight.take() {
-                let result = prev.exit.finish().await;
-                outcome = run
-                    .finish_batch(result, prev.record, report, progress)
-                    .await;
-            }
-            break;
+        let next = match carry.take() {
+            Some(p) => Some(p),
+            None => rx.recv().await,
         };
-        report.counters.entries += p.counts.entries;
-        report.counters.files += p.counts.files;
-        report.counters.bytes += p.counts.bytes;
-        report.counters.unchanged += p.counts.unchanged;
-        // Reads for sizing count as reads of the share.
-        run.counters.add(&p.counts);
-        for (rel, reason) in p.skips {
-            skipped(report, progress, name, &rel, reason);
-        }
-        tracing::debug!(share = %name, entries = p.batch.entries.len(), "pushing a batch");
-        let started = match in_flight.take() {
-            None => run.begin_batch(p.batch, report, progress).await,
-            Some(prev) => {
-                let (result, started) = tokio::join!(
-                    prev.exit.finish(),
-                    run.begin_batch(p.batch, report, progress)
-                );
+        let Some(first) = next else {
+            for prev in exiting.drain(..) {
+                let result = prev.started.exit.finish().await;
                 if let Err(e) = run
                     .finish_batch(result, prev.record, report, progress)
                     .await
                 {
-                    if let Ok(cur) = started {
-                        let _ = cur.exit.finish().await;
-                    }
                     outcome = Err(e);
                     break;
                 }
-                started
             }
+            break;
         };
-        match started {
-            Ok(cur) => in_flight = Some(cur),
-            Err(e) => {
-                outcome = Err(e);
-                break;
+        let mut round = vec![accept_batch(first, &run, report, progress, name)];
+        if round[0].reads_nothing()
+            && let Ok(p) = rx.try_recv()
+        {
+            if p.batch.reads_nothing() {
+                round.push(accept_batch(p, &run, report, progress, name));
+            } else {
+                carry = Some(p);
             }
         }
+        let prev = std::mem::take(&mut exiting);
+        let finish_prev = async move {
+            let mut done = Vec::with_capacity(prev.len());
+            for f in prev {
+                done.push((f.started.exit.finish().await, f.record));
+            }
+            done
+        };
+        let begin = async {
+            let mut batches = round.into_iter();
+            match (batches.next(), batches.next()) {
+                (Some(a), Some(b)) => {
+                    let (a, b) = tokio::join!(run.begin_batch(a), run.begin_batch(b));
+                    vec![a, b]
+                }
+                (Some(a), None) => vec![run.begin_batch(a).await],
+                _ => Vec::new(),
+            }
+        };
+        let (finished, started) = tokio::join!(finish_prev, begin);
+        let mut failed = None;
+        for (result, record) in finished {
+            if failed.is_none()
+                && let Err(e) = run.finish_batch(result, record, report, progress).await
+            {
+                failed = Some(e);
+            }
+        }
+        let mut current = Vec::with_capacity(started.len());
+        for s in started {
+            match s {
+                Ok(mut cur) => {
+                    cur.started.report(name, report, progress);
+                    current.push(cur);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for cur in current {
+                let _ = cur.started.exit.finish().await;
+            }
+            outcome = Err(e);
+            break;
+        }
+        exiting = current;
     }
     drop(rx);
     let walked = walk_thread.join();
@@ -637,6 +680,27 @@ async fn share_run(
         }
     }
     Ok(())
+}
+
+/// Counts a prepared batch into the report (its entries, and what the walk skipped); the batch to push.
+fn accept_batch(
+    p: Prepared,
+    run: &ShareRun<'_>,
+    report: &mut ShareReport,
+    progress: &mut ProgressFn<'_>,
+    share: &str,
+) -> Batch {
+    report.counters.entries += p.counts.entries;
+    report.counters.files += p.counts.files;
+    report.counters.bytes += p.counts.bytes;
+    report.counters.unchanged += p.counts.unchanged;
+    // Reads for sizing count as reads of the share.
+    run.counters.add(&p.counts);
+    for (rel, reason) in p.skips {
+        skipped(report, progress, share, &rel, reason);
+    }
+    tracing::debug!(share, entries = p.batch.entries.len(), "pushing a batch");
+    p.batch
 }
 
 /// An entry that is not backed up: an event for whoever shows progress, and a line in the report.
@@ -819,11 +883,27 @@ struct Started {
     exit: rsync_wire::PendingExit,
     content_errors: u64,
     what: String,
+    literal: u64,
+    matched: u64,
+    /// The server's warnings and errors, shown once the exchange is over.
+    remote_texts: Vec<String>,
+}
+
+impl Started {
+    /// Adds the session to the report and shows the server's messages.
+    fn report(&mut self, share: &str, report: &mut ShareReport, progress: &mut ProgressFn<'_>) {
+        report.sessions += 1;
+        report.counters.literal_bytes += self.literal;
+        report.counters.matched_bytes += self.matched;
+        for text in self.remote_texts.drain(..) {
+            progress(&Progress::Remote { share, text: &text });
+        }
+    }
 }
 
 /// A batch being pushed: its session's pending exit, and what is needed to record the batch afterwards.
 struct InFlight {
-    exit: rsync_wire::PendingExit,
+    started: Started,
     record: BatchRecord,
 }
 
@@ -1087,13 +1167,12 @@ impl ShareRun<'_> {
     }
 
     /// Opens a session and runs the protocol exchange; the server's exit is collected later
-    /// ([`ShareRun::settle`]), so the next session can start meanwhile.
+    /// ([`ShareRun::settle`]), so the next session can start meanwhile. Borrows nothing mutable of the run
+    /// (two sessions can be under way at once): what it learned is in [`Started`], for [`Started::report`].
     async fn start_push(
         &self,
         flist: &FileList,
         content: &mut BatchContent,
-        report: &mut ShareReport,
-        progress: &mut ProgressFn<'_>,
     ) -> Result<Started, Error> {
         let cfg = self.ctx.config;
         let opts = self.server_options();
@@ -1115,28 +1194,31 @@ impl ShareRun<'_> {
         let mut literal = 0u64;
         let mut matched = 0u64;
         let mut content_errors = 0u64;
-        let share = &self.share.name;
+        let mut remote_texts = Vec::new();
         let mut on_event = |e: Event<'_>| match e {
             Event::FileDone(p) => {
                 literal += p.literal_bytes;
                 matched += p.matched_bytes;
             }
             Event::ContentError { .. } => content_errors += 1,
-            Event::Message { kind, text } if kind != MessageKind::Info => {
-                progress(&Progress::Remote { share, text });
+            // Bounded: a server that floods warnings does not grow memory.
+            Event::Message { kind, text }
+                if kind != MessageKind::Info && remote_texts.len() < 100 =>
+            {
+                remote_texts.push(text.to_owned());
             }
             _ => {}
         };
         let session = remote::limit_rate(session, cfg.target.bwlimit_kbps);
         let exit =
             rsync_wire::push_list_deferred(session, flist, content, &opts, &mut on_event).await;
-        report.sessions += 1;
-        report.counters.literal_bytes += literal;
-        report.counters.matched_bytes += matched;
         Ok(Started {
             exit,
             content_errors,
             what,
+            literal,
+            matched,
+            remote_texts,
         })
     }
 
@@ -1166,18 +1248,14 @@ impl ShareRun<'_> {
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
-        let started = self.start_push(flist, content, report, progress).await?;
+        let mut started = self.start_push(flist, content).await?;
+        started.report(&self.share.name, report, progress);
         let result = started.exit.finish().await;
         Self::settle(result, started.content_errors, started.what, report)
     }
 
     /// Starts pushing a batch; [`ShareRun::finish_batch`] records it once its session has ended.
-    async fn begin_batch(
-        &self,
-        mut batch: Batch,
-        report: &mut ShareReport,
-        progress: &mut ProgressFn<'_>,
-    ) -> Result<InFlight, Error> {
+    async fn begin_batch(&self, mut batch: Batch) -> Result<InFlight, Error> {
         let mut entries = Vec::with_capacity(batch.entries.len() + 1);
         entries.push(root_entry(&self.root));
         entries.append(&mut batch.entries);
@@ -1200,19 +1278,17 @@ impl ShareRun<'_> {
             options: self.seal_options,
             counters: self.counters.clone(),
         };
-        let started = self
-            .start_push(&flist, &mut content, report, progress)
-            .await?;
+        let started = self.start_push(&flist, &mut content).await?;
         Ok(InFlight {
-            exit: started.exit,
             record: BatchRecord {
                 content_errors: started.content_errors,
-                what: started.what,
+                what: started.what.clone(),
                 entries: kept,
                 walked: batch.walked,
                 sources,
                 outcomes,
             },
+            started,
         })
     }
 

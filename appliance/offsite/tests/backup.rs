@@ -295,6 +295,12 @@ fn many_small_batches_give_the_same_snapshot() {
     assert_eq!(counter(&r, "files_read"), 0, "{r}");
     // The manifest is sent as a delta against the previous one.
     assert!(counter(&r, "literal_bytes") < 2000, "{r}");
+    // Nothing to read: the batches went two sessions at once into the same folder, and the snapshot is
+    // the same, every file linked from the first.
+    let snaps = s.snapshots(&s.target);
+    assert_eq!(snaps.len(), 2);
+    assert_restores(&s, &snaps[1], &|_| false);
+    assert_eq!(inodes(&snaps[1]), inodes(&snaps[0]), "not linked");
 }
 
 /// The inode of every share file in a snapshot folder on the target, by its name there.
