@@ -102,6 +102,7 @@ count=$((mib * 1048576 * 30 / 100 / 409600))
 for i in $(seq 1 "$count"); do randbytes 409600 "photo$i" > "$src/photos/img$(printf %05d "$i").jpg"; done
 du -sh "$src" >&2
 
+skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 export RESTIC_PASSWORD=bench
 restic_repo="sftp:$user@127.0.0.1:$work/r-restic"
 restic_opt=(-o "sftp.command=$ssh_cmd $user@127.0.0.1 -s sftp")
@@ -109,9 +110,9 @@ export RCLONE_CONFIG_S_TYPE=sftp RCLONE_CONFIG_S_HOST=127.0.0.1 RCLONE_CONFIG_S_
   RCLONE_CONFIG_S_USER=$user RCLONE_CONFIG_S_KEY_FILE=$work/clientkey \
   RCLONE_CONFIG_S_KNOWN_HOSTS_FILE=$work/known_hosts
 export RCLONE_CONFIG_C_TYPE=crypt RCLONE_CONFIG_C_REMOTE="s:$work/r-rclone"
-RCLONE_CONFIG_C_PASSWORD=$(rclone obscure bench); export RCLONE_CONFIG_C_PASSWORD
-restic -r "$restic_repo" "${restic_opt[@]}" init > /dev/null 2>&1
-openssl req -x509 -nodes -newkey rsa:2048 -keyout "$work/rc.key" -out "$work/rc.crt" -subj /CN=bench -days 2 2>/dev/null
+skip rclone || { RCLONE_CONFIG_C_PASSWORD=$(rclone obscure bench); export RCLONE_CONFIG_C_PASSWORD; }
+skip restic || restic -r "$restic_repo" "${restic_opt[@]}" init > /dev/null 2>&1
+skip rsyncrypto || openssl req -x509 -nodes -newkey rsa:2048 -keyout "$work/rc.key" -out "$work/rc.crt" -subj /CN=bench -days 2 2>/dev/null
 rsyncrypto_push() { # rsyncrypto into a local staging tree (it cannot stream), then rsync it
   rsyncrypto -r "$src" "$work/stage" "$work/rckeys" "$work/rc.crt" &&
   rsync -a -e "$ssh_cmd" "$work/stage/" "$user@127.0.0.1:$work/r-rsyncrypto/"
@@ -125,7 +126,6 @@ run_all() { # label-suffix
   read -r w c m b < <(measure "$bin" backup --config "$cfg")
   row "$t: offsite backup (sealed)" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"
   row "$t: rsync -a (plain)" "$ref_w" "$ref_c" "$rm" "$rb"
-  skip() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
   skip restic || {
   read -r w c m b < <(measure restic -r "$restic_repo" "${restic_opt[@]}" backup -q "$src")
   row "$t: restic backup (sftp)" "$w" "$c" "$m" "$b" "$ref_w" "$ref_c"; }
