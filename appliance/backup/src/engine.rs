@@ -911,8 +911,9 @@ struct InFlight {
 struct BatchRecord {
     content_errors: u64,
     what: String,
-    /// The file list as pushed (for another try of files that changed while read).
-    entries: Vec<FileEntry>,
+    /// The file list as pushed (for another try of files that changed while read; kept as it is,
+    /// not as a copy in walk order, which most batches never need).
+    list: FileList,
     walked: Vec<Option<Walked>>,
     sources: Arc<Vec<Source>>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
@@ -1262,7 +1263,6 @@ impl ShareRun<'_> {
         let mut sources = Vec::with_capacity(entries.len());
         sources.push(Source::None);
         sources.append(&mut batch.sources);
-        let kept = entries.clone();
         let flist = FileList::new(entries, self.root.mtime).map_err(|e| {
             Error::new(
                 format!("share {}: building the file list", self.share.name),
@@ -1283,7 +1283,7 @@ impl ShareRun<'_> {
             record: BatchRecord {
                 content_errors: started.content_errors,
                 what: started.what.clone(),
-                entries: kept,
+                list: flist,
                 walked: batch.walked,
                 sources,
                 outcomes,
@@ -1302,7 +1302,7 @@ impl ShareRun<'_> {
         let BatchRecord {
             content_errors,
             what,
-            entries,
+            list,
             mut walked,
             sources,
             outcomes,
@@ -1312,15 +1312,8 @@ impl ShareRun<'_> {
             Ok(o) => o.clone(),
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
         };
-        self.retry_changed(
-            &entries,
-            &sources,
-            &mut walked,
-            &mut outcomes,
-            report,
-            progress,
-        )
-        .await?;
+        self.retry_changed(list, &sources, &mut walked, &mut outcomes, report, progress)
+            .await?;
         // Record what is now in the snapshot, in walk order.
         for (i, walked) in walked.into_iter().enumerate() {
             let Some(w) = walked else { continue };
@@ -1396,17 +1389,17 @@ impl ShareRun<'_> {
     /// Tries again the files of a pushed batch that changed while they were read, each time with a fresh
     /// look at the file, in small sessions of their own (the folders above them and the files); a file
     /// that changed every time keeps its previous version (see [`keep_previous`]). Updates `walked` and
-    /// `outcomes` (slot = index in `entries`, `walked[slot - 1]`), so the batch is recorded in walk order.
+    /// `outcomes` (slot = index in the batch's list in walk order, `walked[slot - 1]`), so the batch is recorded in walk order.
     async fn retry_changed(
         &self,
-        entries: &[FileEntry],
+        list: FileList,
         sources: &[Source],
         walked: &mut [Option<Walked>],
         outcomes: &mut [Outcome],
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
-        let mut pending: Vec<usize> = (1..entries.len())
+        let mut pending: Vec<usize> = (1..sources.len())
             .filter(|&slot| {
                 matches!(sources.get(slot), Some(Source::File(_)))
                     && outcomes
@@ -1416,6 +1409,10 @@ impl ShareRun<'_> {
                     && walked.get(slot - 1).is_some_and(Option::is_some)
             })
             .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let entries = list.into_caller_order();
         for attempt in 0..=CHANGED_RETRIES {
             if pending.is_empty() {
                 return Ok(());

@@ -449,6 +449,18 @@ impl FileList {
         })
     }
 
+    /// The caller's entries back in the caller's order (without the implied `.`), moved, not copied.
+    pub fn into_caller_order(self) -> Vec<FileEntry> {
+        let mut v: Vec<(usize, FileEntry)> = self
+            .caller_index
+            .into_iter()
+            .zip(self.entries)
+            .filter_map(|(i, e)| Some((i?, e)))
+            .collect();
+        v.sort_unstable_by_key(|(i, _)| *i);
+        v.into_iter().map(|(_, e)| e).collect()
+    }
+
     /// The list in the order of `protocol`: before 29, rsync sorts plain path
     /// bytes (directories are not moved after files, and `.` is not special:
     /// ` x` or `-x` sort before it); returns `None` when the current order
@@ -993,6 +1005,44 @@ mod tests {
             );
         }
         assert!(checked > 50_000, "too few valid names: {checked}");
+    }
+
+    #[test]
+    fn the_callers_order_comes_back() {
+        let names = ["b", "a", "a/x", "z"];
+        let entries: Vec<FileEntry> = names
+            .iter()
+            .map(|n| {
+                if n.len() == 1 && *n != "z" {
+                    FileEntry::dir(*n, 0, 0o755)
+                } else {
+                    FileEntry::file(*n, 1, 0, 0o644)
+                }
+            })
+            .collect();
+        let list = FileList::new(entries, 0).unwrap();
+        assert_ne!(
+            list.entries
+                .iter()
+                .map(|e| e.name.clone())
+                .collect::<Vec<_>>(),
+            names
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        );
+        let back: Vec<Vec<u8>> = list
+            .into_caller_order()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            back,
+            names
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
