@@ -908,6 +908,16 @@ pub fn sort_received(entries: &mut [FileEntry], protocol: u32) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A xorshift64 stream: reproducible random names without a dependency.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     fn sorted(mut v: Vec<(&'static str, bool)>) -> Vec<&'static str> {
         v.sort_by(|a, b| f_name_cmp(a.0.as_bytes(), a.1, b.0.as_bytes(), b.1));
         v.into_iter().map(|x| x.0).collect()
@@ -918,13 +928,7 @@ mod tests {
         // Random names over an alphabet that stresses the walk: separators, bytes that sort before and
         // after '/', dots, and names that are prefixes of others.
         let alphabet = b"ab./ -\xff";
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let name = |next: &mut dyn FnMut() -> u64| -> Vec<u8> {
             let len = 1 + (next() % 9) as usize;
             (0..len)
@@ -934,14 +938,14 @@ mod tests {
         let mut checked = 0;
         for _ in 0..200_000 {
             let a = name(&mut next);
-            let b = if next() % 2 == 0 {
+            let b = if next().is_multiple_of(2) {
                 // Often a shared prefix, as in a real list.
                 let cut = (next() as usize) % (a.len() + 1);
                 [&a[..cut], &name(&mut next)].concat()
             } else {
                 name(&mut next)
             };
-            let (ad, bd) = (next() % 2 == 0, next() % 2 == 0);
+            let (ad, bd) = (next().is_multiple_of(2), next().is_multiple_of(2));
             assert_eq!(
                 f_name_cmp(&a, ad, &b, bd),
                 f_name_walk_cmp(&a, ad, &b, bd),
@@ -957,13 +961,7 @@ mod tests {
     #[test]
     fn sort_keys_order_as_f_name_cmp() {
         let alphabet = b"ab.!-~\x01\xff";
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let name = |next: &mut dyn FnMut() -> u64| -> Vec<u8> {
             let parts = 1 + (next() % 4) as usize;
             let mut n = Vec::new();
@@ -979,19 +977,19 @@ mod tests {
         };
         let mut checked = 0;
         for _ in 0..200_000 {
-            let a = if next() % 50 == 0 {
+            let a = if next().is_multiple_of(50) {
                 b".".to_vec()
             } else {
                 name(&mut next)
             };
-            let b = if next() % 2 == 0 {
+            let b = if next().is_multiple_of(2) {
                 let cut = (next() as usize) % (a.len() + 1);
                 [&a[..cut], &name(&mut next)].concat()
             } else {
                 name(&mut next)
             };
-            let a_dir = a == b"." || next() % 2 == 0;
-            let b_dir = next() % 2 == 0;
+            let a_dir = a == b"." || next().is_multiple_of(2);
+            let b_dir = next().is_multiple_of(2);
             if validate_name(&a).is_err() || validate_name(&b).is_err() || (b == b"." && !b_dir) {
                 continue;
             }

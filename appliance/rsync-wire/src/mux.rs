@@ -424,12 +424,21 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
         mut out: WireOut<W2>,
     ) -> (WireOut<W>, Conn<'e, W2>) {
         out.io_timeout = self.io_timeout;
+        self.remake(|old, events| (out, events, old))
+    }
+
+    /// This connection with the output and event sink `parts` makes of the current ones (and something
+    /// to hand back); everything else moves over.
+    fn remake<'f, W2, T>(
+        self,
+        parts: impl FnOnce(WireOut<W>, Sink<'e>) -> (WireOut<W2>, Sink<'f>, T),
+    ) -> (T, Conn<'f, W2>) {
         let Conn {
             rx,
             cur,
             pos,
             eof,
-            out: old,
+            out,
             protocol,
             ndx_in,
             ndx_out,
@@ -438,8 +447,9 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
             msgs,
             bytes_read,
         } = self;
+        let (out, events, back) = parts(out, events);
         (
-            old,
+            back,
             Conn {
                 rx,
                 cur,
@@ -469,34 +479,7 @@ impl<'e, W: AsyncWrite + Unpin> Conn<'e, W> {
     /// exchange is over and leaves the server's last messages (until its EOF) to be read later, beyond
     /// the borrow of the caller's sink.
     pub fn detach(self, events: Box<dyn FnMut(Event<'_>) + Send>) -> Conn<'static, W> {
-        let Conn {
-            rx,
-            cur,
-            pos,
-            eof,
-            out,
-            protocol,
-            ndx_in,
-            ndx_out,
-            events: _,
-            io_timeout,
-            msgs,
-            bytes_read,
-        } = self;
-        Conn {
-            rx,
-            cur,
-            pos,
-            eof,
-            out,
-            protocol,
-            ndx_in,
-            ndx_out,
-            events: Sink::Owned(events),
-            io_timeout,
-            msgs,
-            bytes_read,
-        }
+        self.remake(|out, _| (out, Sink::Owned(events), ())).1
     }
 
     async fn next_inbound(&mut self) -> Result<Inbound> {
