@@ -306,12 +306,9 @@ where
         conn.out.flush().await?;
         sender::send_files(&mut conn, flist, content, &params, &limits, &mut stats).await?;
         conn.out.shutdown().await?;
+        // What was received and the messages' counts are taken at the end (`PendingExit::finish`).
         stats.bytes_sent = conn.out.bytes_written;
         stats.keepalives_sent = conn.out.keepalives;
-        stats.bytes_received = conn.bytes_read;
-        stats.deleted = conn.msgs.deleted;
-        stats.remote_errors = conn.msgs.errors;
-        stats.remote_io_error = conn.msgs.io_error;
         Ok::<_, Error>((stats, conn))
     };
     tokio::pin!(protocol_side);
