@@ -575,11 +575,8 @@ async fn share_run(
         };
         let Some(first) = next else {
             for prev in exiting.drain(..) {
-                let result = prev.started.exit.finish().await;
-                if let Err(e) = run
-                    .finish_batch(result, prev.record, report, progress)
-                    .await
-                {
+                let ended = prev.started.end().await;
+                if let Err(e) = run.finish_batch(ended, prev.record, report, progress).await {
                     outcome = Err(e);
                     break;
                 }
@@ -600,7 +597,7 @@ async fn share_run(
         let finish_prev = async move {
             let mut done = Vec::with_capacity(prev.len());
             for f in prev {
-                done.push((f.started.exit.finish().await, f.record));
+                done.push((f.started.end().await, f.record));
             }
             done
         };
@@ -617,9 +614,9 @@ async fn share_run(
         };
         let (finished, started) = tokio::join!(finish_prev, begin);
         let mut failed = None;
-        for (result, record) in finished {
+        for (ended, record) in finished {
             if failed.is_none()
-                && let Err(e) = run.finish_batch(result, record, report, progress).await
+                && let Err(e) = run.finish_batch(ended, record, report, progress).await
             {
                 failed = Some(e);
             }
@@ -638,7 +635,7 @@ async fn share_run(
         }
         if let Some(e) = failed {
             for cur in current {
-                let _ = cur.started.exit.finish().await;
+                cur.started.end().await;
             }
             outcome = Err(e);
             break;
@@ -889,7 +886,23 @@ struct Started {
     remote_texts: Vec<String>,
 }
 
+/// A session whose server has exited: its result, and what [`ShareRun::settle`] needs to judge it.
+struct Ended {
+    result: rsync_wire::Result<rsync_wire::PushStats>,
+    content_errors: u64,
+    what: String,
+}
+
 impl Started {
+    /// Waits for the server's exit.
+    async fn end(self) -> Ended {
+        Ended {
+            result: self.exit.finish().await,
+            content_errors: self.content_errors,
+            what: self.what,
+        }
+    }
+
     /// Adds the session to the report and shows the server's messages.
     fn report(&mut self, share: &str, report: &mut ShareReport, progress: &mut ProgressFn<'_>) {
         report.sessions += 1;
@@ -909,8 +922,6 @@ struct InFlight {
 
 /// What [`ShareRun::finish_batch`] needs of a pushed batch.
 struct BatchRecord {
-    content_errors: u64,
-    what: String,
     /// The file list as pushed (for another try of files that changed while read; kept as it is,
     /// not as a copy in walk order, which most batches never need).
     list: FileList,
@@ -1168,8 +1179,9 @@ impl ShareRun<'_> {
     }
 
     /// Opens a session and runs the protocol exchange; the server's exit is collected later
-    /// ([`ShareRun::settle`]), so the next session can start meanwhile. Borrows nothing mutable of the run
-    /// (two sessions can be under way at once): what it learned is in [`Started`], for [`Started::report`].
+    /// ([`Started::end`], judged by [`ShareRun::settle`]), so the next session can start meanwhile.
+    /// Borrows nothing mutable of the run (two sessions can be under way at once): what it learned is in
+    /// [`Started`], for [`Started::report`].
     async fn start_push(
         &self,
         flist: &FileList,
@@ -1224,12 +1236,12 @@ impl ShareRun<'_> {
     }
 
     /// The outcome of a finished session.
-    fn settle(
-        result: rsync_wire::Result<rsync_wire::PushStats>,
-        content_errors: u64,
-        what: String,
-        report: &mut ShareReport,
-    ) -> Result<(), Error> {
+    fn settle(ended: Ended, report: &mut ShareReport) -> Result<(), Error> {
+        let Ended {
+            result,
+            content_errors,
+            what,
+        } = ended;
         match result {
             Ok(stats) => {
                 report.bytes_sent += stats.bytes_sent;
@@ -1251,8 +1263,7 @@ impl ShareRun<'_> {
     ) -> Result<(), Error> {
         let mut started = self.start_push(flist, content).await?;
         started.report(&self.share.name, report, progress);
-        let result = started.exit.finish().await;
-        Self::settle(result, started.content_errors, started.what, report)
+        Self::settle(started.end().await, report)
     }
 
     /// Starts pushing a batch; [`ShareRun::finish_batch`] records it once its session has ended.
@@ -1281,8 +1292,6 @@ impl ShareRun<'_> {
         let started = self.start_push(&flist, &mut content).await?;
         Ok(InFlight {
             record: BatchRecord {
-                content_errors: started.content_errors,
-                what: started.what.clone(),
                 list: flist,
                 walked: batch.walked,
                 sources,
@@ -1294,20 +1303,18 @@ impl ShareRun<'_> {
 
     async fn finish_batch(
         &mut self,
-        result: rsync_wire::Result<rsync_wire::PushStats>,
+        ended: Ended,
         batch: BatchRecord,
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
         let BatchRecord {
-            content_errors,
-            what,
             list,
             mut walked,
             sources,
             outcomes,
         } = batch;
-        Self::settle(result, content_errors, what, report)?;
+        Self::settle(ended, report)?;
         let mut outcomes = match outcomes.lock() {
             Ok(o) => o.clone(),
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
