@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::thread;
 
 use crate::chunker::{MAX_CHUNK, next_chunk_len};
@@ -120,14 +120,12 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// holds two buffers of about 320 KiB. Fresh ones per file were `mmap`ed and faulted in, or fragmented
 /// the heap once glibc raised its mmap threshold (`docs/BENCHMARKS.md`, eighth session). As many as one
 /// sealer with one worker has in flight.
-static SPARE_JOBS: Mutex<Vec<Job>> = Mutex::new(Vec::new());
-const KEEP_JOBS: usize = PER_WORKER + 1;
+static SPARE_JOBS: crate::spare::Kept<Job> = crate::spare::Kept::new(PER_WORKER + 1);
 
 impl Job {
     /// A kept job, or a new one.
     fn take() -> Job {
-        let kept = SPARE_JOBS.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        kept.unwrap_or_else(|| Job {
+        SPARE_JOBS.take().unwrap_or_else(|| Job {
             plain: Vec::with_capacity(BATCH_BYTES + MAX_CHUNK),
             lens: Vec::new(),
             records: Vec::new(),
@@ -135,19 +133,6 @@ impl Job {
         })
     }
 
-    /// Gives jobs back for the next sealer (dropped when enough are kept).
-    fn give(jobs: impl IntoIterator<Item = Job>) {
-        let mut kept = SPARE_JOBS.lock().unwrap_or_else(|p| p.into_inner());
-        for job in jobs {
-            if kept.len() >= KEEP_JOBS {
-                break;
-            }
-            kept.push(job);
-        }
-    }
-}
-
-impl Job {
     fn seal_all(&mut self, sealer: &mut ChunkSealer) {
         self.records.clear();
         self.tags.clear();
@@ -209,8 +194,7 @@ impl Drop for Pool {
             Pending::Sealed(job) => Some(job),
             Pending::Worker(_) => None,
         });
-        let spare: Vec<Job> = self.spare.drain(..).chain(sealed).collect();
-        Job::give(spare);
+        SPARE_JOBS.give(self.spare.drain(..).chain(sealed));
     }
 }
 

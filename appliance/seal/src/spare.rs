@@ -14,16 +14,45 @@
 //! Reuse cannot change output: every user resets what it takes (a libdeflate compressor has nothing to
 //! reset: each call starts afresh).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
+
+/// A bounded list of things kept for reuse, shared by all threads.
+pub(crate) struct Kept<T> {
+    list: Mutex<Vec<T>>,
+    cap: usize,
+}
+
+impl<T> Kept<T> {
+    pub(crate) const fn new(cap: usize) -> Kept<T> {
+        Kept {
+            list: Mutex::new(Vec::new()),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<T>> {
+        // A poisoned lock only means another thread panicked while holding it: the list is still whole.
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last one kept, if any.
+    pub(crate) fn take(&self) -> Option<T> {
+        self.lock().pop()
+    }
+
+    /// Keeps what there is room for; the rest is dropped.
+    pub(crate) fn give(&self, things: impl IntoIterator<Item = T>) {
+        let mut kept = self.lock();
+        let room = self.cap.saturating_sub(kept.len());
+        kept.extend(things.into_iter().take(room));
+    }
+}
 
 /// Buffers kept: four per sealer (window, record, chunk work, deflate output), for about two sealers at
 /// once (an unsealer uses two: record and inflate output).
-const KEEP_BUFFERS: usize = 8;
+static BUFFERS: Kept<Vec<u8>> = Kept::new(8);
 /// Deflate states kept (about 200 KiB each).
-const KEEP_DEFLATE: usize = 2;
-
-static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-static DEFLATE: Mutex<Vec<libdeflater::Compressor>> = Mutex::new(Vec::new());
+static DEFLATE: Kept<libdeflater::Compressor> = Kept::new(2);
 
 /// Where in `kept` the smallest buffer that `fits` is.
 fn best_fit(kept: &[Vec<u8>], fits: impl Fn(&Vec<u8>) -> bool) -> Option<usize> {
@@ -36,8 +65,7 @@ fn best_fit(kept: &[Vec<u8>], fits: impl Fn(&Vec<u8>) -> bool) -> Option<usize> 
 
 /// The smallest kept buffer that `fits`, taken out of the pool.
 fn take_fitting(fits: impl Fn(&Vec<u8>) -> bool) -> Option<Vec<u8>> {
-    // A poisoned lock only means another thread panicked while holding it: the list is still whole.
-    let mut kept = BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut kept = BUFFERS.lock();
     let i = best_fit(&kept, fits)?;
     Some(kept.swap_remove(i))
 }
@@ -68,12 +96,8 @@ pub(crate) fn take_window(len: usize) -> Vec<u8> {
 
 /// Gives a buffer back for reuse (dropped when the pool is full).
 pub(crate) fn give_buffer(v: Vec<u8>) {
-    if v.capacity() == 0 {
-        return;
-    }
-    let mut kept = BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
-    if kept.len() < KEEP_BUFFERS {
-        kept.push(v);
+    if v.capacity() > 0 {
+        BUFFERS.give([v]);
     }
 }
 
@@ -81,16 +105,12 @@ pub(crate) fn give_buffer(v: Vec<u8>) {
 pub(crate) fn take_deflate(
     make: impl FnOnce() -> libdeflater::Compressor,
 ) -> libdeflater::Compressor {
-    let kept = DEFLATE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-    kept.unwrap_or_else(make)
+    DEFLATE.take().unwrap_or_else(make)
 }
 
 /// Gives a deflate state back for reuse (dropped when the pool is full).
 pub(crate) fn give_deflate(d: libdeflater::Compressor) {
-    let mut kept = DEFLATE.lock().unwrap_or_else(|p| p.into_inner());
-    if kept.len() < KEEP_DEFLATE {
-        kept.push(d);
-    }
+    DEFLATE.give([d]);
 }
 
 #[cfg(test)]
@@ -110,9 +130,10 @@ mod tests {
 
     #[test]
     fn the_pool_stays_bounded() {
-        for _ in 0..3 * KEEP_BUFFERS {
-            give_buffer(Vec::with_capacity(16));
-        }
-        assert!(BUFFERS.lock().unwrap().len() <= KEEP_BUFFERS);
+        let kept = Kept::new(3);
+        kept.give(0..2);
+        kept.give(10..20);
+        assert_eq!(*kept.lock(), [0, 1, 10]);
+        assert_eq!(kept.take(), Some(10));
     }
 }
