@@ -918,6 +918,21 @@ mod tests {
         }
     }
 
+    /// A name to compare with `a`: half the time `a`'s first bytes and then a fresh name (names in a real
+    /// list share long prefixes), else a fresh name.
+    fn partner(
+        a: &[u8],
+        next: &mut dyn FnMut() -> u64,
+        name: &dyn Fn(&mut dyn FnMut() -> u64) -> Vec<u8>,
+    ) -> Vec<u8> {
+        if next().is_multiple_of(2) {
+            let cut = (next() as usize) % (a.len() + 1);
+            [&a[..cut], &name(next)].concat()
+        } else {
+            name(next)
+        }
+    }
+
     fn sorted(mut v: Vec<(&'static str, bool)>) -> Vec<&'static str> {
         v.sort_by(|a, b| f_name_cmp(a.0.as_bytes(), a.1, b.0.as_bytes(), b.1));
         v.into_iter().map(|x| x.0).collect()
@@ -938,13 +953,7 @@ mod tests {
         let mut checked = 0;
         for _ in 0..200_000 {
             let a = name(&mut next);
-            let b = if next().is_multiple_of(2) {
-                // Often a shared prefix, as in a real list.
-                let cut = (next() as usize) % (a.len() + 1);
-                [&a[..cut], &name(&mut next)].concat()
-            } else {
-                name(&mut next)
-            };
+            let b = partner(&a, &mut next, &name);
             let (ad, bd) = (next().is_multiple_of(2), next().is_multiple_of(2));
             assert_eq!(
                 f_name_cmp(&a, ad, &b, bd),
@@ -982,12 +991,7 @@ mod tests {
             } else {
                 name(&mut next)
             };
-            let b = if next().is_multiple_of(2) {
-                let cut = (next() as usize) % (a.len() + 1);
-                [&a[..cut], &name(&mut next)].concat()
-            } else {
-                name(&mut next)
-            };
+            let b = partner(&a, &mut next, &name);
             let a_dir = a == b"." || next().is_multiple_of(2);
             let b_dir = next().is_multiple_of(2);
             if validate_name(&a).is_err() || validate_name(&b).is_err() || (b == b"." && !b_dir) {
