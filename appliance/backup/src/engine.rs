@@ -118,7 +118,7 @@ async fn run(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(crate::lock::StateLock::acquire(&config.state_dir)?)
+        Some(crate::lock::StateLock::acquire_within(&config.state_dir, crate::lock::GRACE).await?)
     };
     let key = MasterKey::load(&config.key_file, opts.passphrase.as_deref())
         .map_err(|e| Error::new(format!("key file {}", config.key_file.display()), e))?;
@@ -574,11 +574,11 @@ async fn share_run(
             None => rx.recv().await,
         };
         let Some(first) = next else {
+            // Every session is ended, also after one failed: none is left half-closed.
             for prev in exiting.drain(..) {
                 let ended = prev.started.end().await;
-                if let Err(e) = run.finish_batch(ended, prev.record, report, progress).await {
-                    outcome = Err(e);
-                    break;
+                if outcome.is_ok() {
+                    outcome = run.finish_batch(ended, prev.record, report, progress).await;
                 }
             }
             break;

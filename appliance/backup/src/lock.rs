@@ -1,9 +1,15 @@
 //! The state folder's lock: two runs of one config never overlap (a nightly run, "run now", a command-line
 //! backup). It is an `flock` on `<state_dir>/lock`, released by the kernel when the process holding it
 //! ends in any way, so a crash or a `kill -9` cannot leave it stale.
+//!
+//! A run that finds the lock taken waits [`GRACE`] before it gives up. An `flock` belongs to the open file,
+//! and a process that another thread of the holder forks (a local `rsync --server`, a test's helper) holds
+//! a copy of every descriptor from the fork until its `exec` closes them: for that instant, which can last
+//! milliseconds on a loaded box, a lock its holder has already dropped still looks taken.
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::Error;
 
@@ -13,9 +19,34 @@ pub struct StateLock {
     _file: fs::File,
 }
 
+/// How long a run waits for a taken lock before it reports that another run holds it.
+pub const GRACE: Duration = Duration::from_secs(3);
+
+/// How often a waiting run tries again.
+const RETRY: Duration = Duration::from_millis(25);
+
 impl StateLock {
     /// Takes the lock, or fails at once if another run holds it.
     pub fn acquire(state_dir: &Path) -> Result<StateLock, Error> {
+        Self::try_acquire(state_dir)?.ok_or_else(|| Self::busy(state_dir))
+    }
+
+    /// Takes the lock, waiting up to `grace` while it is taken (see the module's note on forks).
+    pub async fn acquire_within(state_dir: &Path, grace: Duration) -> Result<StateLock, Error> {
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(lock) = Self::try_acquire(state_dir)? {
+                return Ok(lock);
+            }
+            if Instant::now() >= deadline {
+                return Err(Self::busy(state_dir));
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// The lock, or `None` if it is taken.
+    fn try_acquire(state_dir: &Path) -> Result<Option<StateLock>, Error> {
         let ctx = || format!("state folder {}", state_dir.display());
         fs::create_dir_all(state_dir).map_err(|e| Error::new(ctx(), e))?;
         let file = fs::OpenOptions::new()
@@ -25,13 +56,17 @@ impl StateLock {
             .open(state_dir.join("lock"))
             .map_err(|e| Error::new(ctx(), e))?;
         match file.try_lock() {
-            Ok(()) => Ok(StateLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(Error::new(
-                ctx(),
-                "another backup with this config is running",
-            )),
+            Ok(()) => Ok(Some(StateLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(Error::new(ctx(), e)),
         }
+    }
+
+    fn busy(state_dir: &Path) -> Error {
+        Error::new(
+            format!("state folder {}", state_dir.display()),
+            "another backup with this config is running",
+        )
     }
 }
 
@@ -75,5 +110,40 @@ mod tests {
         assert!(StateLock::acquire(d.path()).is_err());
         drop(first);
         StateLock::acquire(d.path()).unwrap();
+    }
+
+    /// A run waits out a holder that lets go within the grace, and gives up on one that does not.
+    #[test]
+    fn a_waiting_run_takes_a_lock_freed_within_the_grace() {
+        let d = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let held = StateLock::acquire(d.path()).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(held);
+        });
+        let started = Instant::now();
+        let lock = rt.block_on(StateLock::acquire_within(d.path(), Duration::from_secs(30)));
+        assert!(lock.is_ok(), "{lock:?}");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        letting_go.join().unwrap();
+
+        let started = Instant::now();
+        let err = rt
+            .block_on(StateLock::acquire_within(
+                d.path(),
+                Duration::from_millis(300),
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("another backup with this config is running"),
+            "{err}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(lock);
     }
 }

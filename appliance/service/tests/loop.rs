@@ -123,6 +123,10 @@ impl Box_ {
     }
 }
 
+/// The soak measures the whole process's memory and descriptors, so the tests of this file take turns: a
+/// service running beside it in the same process would be measured too.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The next event that `pick` accepts (others are skipped), within a generous time.
 async fn next<T>(
     rx: &mut broadcast::Receiver<Event>,
@@ -155,7 +159,17 @@ fn scheduled(e: &Event) -> Option<(Timestamp, scheduler::Reason)> {
 
 fn finished(e: &Event) -> Option<(String, String)> {
     match e {
-        Event::RunFinished { slot, status, .. } => Some((slot.clone(), status.clone())),
+        Event::RunFinished {
+            slot,
+            status,
+            error,
+        } => {
+            // Shown only when the test fails: the reason behind a status that was not expected.
+            if let Some(e) = error {
+                eprintln!("run {slot} finished {status}: {e}");
+            }
+            Some((slot.clone(), status.clone()))
+        }
         _ => None,
     }
 }
@@ -167,6 +181,7 @@ fn write_sparse(p: &Path, len: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nights_catch_up_cancel_and_run_now() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = Box_::new();
     let clock = Arc::new(VirtualClock(watch::channel(at("2026-06-01T00:00")).0));
     let (h, task, mut rx) = b.start(clock.clone());
@@ -292,6 +307,7 @@ fn resources() -> (u64, usize) {
 /// descriptors of the process stay flat. `OFFSITE_SOAK_NIGHTS` nights (default 12; the long form 60).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_nights_with_churn_restore_exactly_and_stay_flat() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let nights: u32 = std::env::var("OFFSITE_SOAK_NIGHTS")
         .ok()
         .and_then(|v| v.parse().ok())
