@@ -533,6 +533,9 @@ pub(crate) struct KeySet {
     pub(crate) gear: [u64; 256],
     pub(crate) names: [u8; 64],
     pub(crate) long_names: [u8; 32],
+    /// The name cipher, keyed once: keying AES-SIV (two AES key schedules and the CMAC subkeys) cost more
+    /// than sealing a short name with it. Behind a lock because sealing a name needs `&mut`.
+    pub(crate) name_cipher: std::sync::Mutex<aes_siv::siv::Aes256Siv>,
 }
 
 impl Drop for KeySet {
@@ -571,6 +574,9 @@ impl KeySet {
         table.zeroize();
         let mut names = [0u8; 64];
         derive(CTX_NAMES, mk, &mut names);
+        let name_cipher = std::sync::Mutex::new(
+            <aes_siv::siv::Aes256Siv as aes_siv::KeyInit>::new(&names.into()),
+        );
         KeySet {
             suite: master.suite,
             key_id: master.key_id(),
@@ -583,6 +589,7 @@ impl KeySet {
             gear,
             names,
             long_names: k32(CTX_LONG_NAMES),
+            name_cipher,
         }
     }
 }

@@ -4,7 +4,6 @@
 //! associated data, and written in lowercase base32. Names too long for that (over 127 bytes) become a short
 //! hash-named component plus a side file holding the full sealed name.
 
-use aes_siv::aead::KeyInit;
 use aes_siv::siv::Aes256Siv;
 
 use crate::error::{Result, SealError};
@@ -64,8 +63,15 @@ fn check_name(name: &[u8]) -> Result<()> {
     }
 }
 
-fn siv(keys: &Keys) -> Aes256Siv {
-    Aes256Siv::new(&keys.0.names.into())
+/// Runs `f` with the keys' name cipher (a poisoned lock still holds a usable cipher: sealing keeps no
+/// state between calls).
+fn with_siv<T>(keys: &Keys, f: impl FnOnce(&mut Aes256Siv) -> T) -> T {
+    let mut siv = keys
+        .0
+        .name_cipher
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut siv)
 }
 
 fn long_hash(keys: &Keys, full: &str) -> String {
@@ -84,9 +90,8 @@ pub fn seal_name(keys: &Keys, parent: &[u8], name: &[u8]) -> Result<SealedName> 
     pt.extend_from_slice(name);
     pt.push(0x80);
     pt.resize(padded_len, 0);
-    let sealed = siv(keys)
-        .encrypt([parent], &pt)
-        .map_err(|_| SealError::BadName {
+    let sealed =
+        with_siv(keys, |siv| siv.encrypt([parent], &pt)).map_err(|_| SealError::BadName {
             name: String::from_utf8_lossy(name).into_owned(),
             why: "cannot be sealed",
         })?;
@@ -145,7 +150,7 @@ pub fn unseal_name(
     if raw.len() < 2 * PAD || raw.len() % PAD != 0 {
         return Err(auth());
     }
-    let mut pt = siv(keys).decrypt([parent], &raw).map_err(|_| auth())?;
+    let mut pt = with_siv(keys, |siv| siv.decrypt([parent], &raw)).map_err(|_| auth())?;
     let end = pt.iter().rposition(|&b| b != 0).ok_or_else(auth)?;
     if pt[end] != 0x80 || pt.len() - end > PAD {
         return Err(auth());
