@@ -938,8 +938,9 @@ struct InFlight {
 /// is such a batch, and the server's start and exit per session, not the entries, set the pace: measured
 /// on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s, 2,048 3.3-3.6 s, 4,096 2.4-2.6 s
 /// (stock `rsync --link-dest`: 4.0-4.3 s). Memory sets the limit: six batches can be alive at once (being
-/// walked, waiting, two pushed, two exiting), about 0.8 KiB an entry; at twice 1,024 entries an unchanged
-/// run of 100,000 files peaks at about 21 MiB (see BENCHMARKS.md).
+/// walked, waiting, two pushed, two exiting; those exiting keep less, see [`BatchRecord::lean`]), below
+/// 1 KiB an entry; at twice 1,024 entries an unchanged run of 100,000 files peaked at 21.7-23.0 MiB
+/// (BENCHMARKS.md, tenth session).
 const LIGHT_BATCH_FACTOR: usize = 2;
 
 /// What [`ShareRun::finish_batch`] needs of a pushed batch.
