@@ -573,10 +573,12 @@ async fn share_run(
         .spawn(move || preparer.run(tx))
         .map_err(|e| Error::new(format!("share {name}: starting the walk"), e))?;
     // Batches go in rounds: one batch, or two at once when neither has a file to read (an unchanged
-    // night, where each session's time is the server's: its start, its links, its exit). The servers of
-    // one round exit while the next round is pushed (see `rsync_wire::PendingExit`).
+    // night, where each session's time is the server's: its start, its links, its exit). A batch is
+    // recorded (index, manifest; files that changed while read tried again) at its session's goodbye,
+    // when its outcomes are final; its server exits while the next round is pushed (see
+    // `rsync_wire::PendingExit`), and a failed exit fails the share, which then commits neither.
     let mut outcome = Ok(());
-    let mut exiting: Vec<InFlight> = Vec::new();
+    let mut exiting: Vec<Started> = Vec::new();
     let mut carry: Option<Prepared> = None;
     loop {
         let next = match carry.take() {
@@ -586,9 +588,9 @@ async fn share_run(
         let Some(first) = next else {
             // Every session is ended, also after one failed: none is left half-closed.
             for prev in exiting.drain(..) {
-                let ended = prev.started.end().await;
+                let ended = prev.end().await;
                 if outcome.is_ok() {
-                    outcome = run.finish_batch(ended, prev.record, report, progress).await;
+                    outcome = ShareRun::settle(ended, report);
                 }
             }
             break;
@@ -604,10 +606,10 @@ async fn share_run(
             }
         }
         let prev = std::mem::take(&mut exiting);
-        let finish_prev = async move {
+        let end_prev = async move {
             let mut done = Vec::with_capacity(prev.len());
-            for f in prev {
-                done.push((f.started.end().await, f.record));
+            for started in prev {
+                done.push(started.end().await);
             }
             done
         };
@@ -622,11 +624,11 @@ async fn share_run(
                 _ => Vec::new(),
             }
         };
-        let (finished, started) = tokio::join!(finish_prev, begin);
+        let (ended, started) = tokio::join!(end_prev, begin);
         let mut failed = None;
-        for (ended, record) in finished {
+        for ended in ended {
             if failed.is_none()
-                && let Err(e) = run.finish_batch(ended, record, report, progress).await
+                && let Err(e) = ShareRun::settle(ended, report)
             {
                 failed = Some(e);
             }
@@ -636,7 +638,12 @@ async fn share_run(
             match s {
                 Ok(mut cur) => {
                     cur.started.report(name, report, progress);
-                    current.push(cur);
+                    if failed.is_none()
+                        && let Err(e) = run.record_batch(cur.record, report, progress).await
+                    {
+                        failed = Some(e);
+                    }
+                    current.push(cur.started);
                 }
                 Err(e) => {
                     failed.get_or_insert(e);
@@ -644,8 +651,8 @@ async fn share_run(
             }
         }
         if let Some(e) = failed {
-            for cur in current {
-                cur.started.end().await;
+            for started in current {
+                started.end().await;
             }
             outcome = Err(e);
             break;
@@ -928,7 +935,7 @@ impl Started {
     }
 }
 
-/// A batch being pushed: its session's pending exit, and what is needed to record the batch afterwards.
+/// A batch at its session's goodbye: the session's pending exit, and what recording the batch needs.
 struct InFlight {
     started: Started,
     record: BatchRecord,
@@ -938,48 +945,22 @@ struct InFlight {
 /// is such a batch, and the server's start and exit per session, not the entries, set the pace: measured
 /// on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s, 2,048 3.3-3.6 s, 4,096 2.4-2.6 s
 /// (stock `rsync --link-dest`: 4.0-4.3 s). Memory sets the limit: six batches can be alive at once (being
-/// walked, waiting, two pushed, two exiting; those exiting keep less, see [`BatchRecord::lean`]), below
-/// 1 KiB an entry; at twice 1,024 entries an unchanged run of 100,000 files peaked at 21.7-23.0 MiB
+/// walked, waiting, two pushed, and the exiting ones keep nothing but their sessions), below 1 KiB an
+/// entry; at twice 1,024 entries an unchanged run of 100,000 files peaked at about 21-23 MiB
 /// (BENCHMARKS.md, tenth session).
 const LIGHT_BATCH_FACTOR: usize = 2;
 
-/// What [`ShareRun::finish_batch`] needs of a pushed batch.
+/// What [`ShareRun::record_batch`] needs of a pushed batch.
 struct BatchRecord {
     /// The file list as pushed (for another try of files that changed while read; kept as it is,
-    /// not as a copy in walk order, which most batches never need). `None` once [`BatchRecord::lean`]
-    /// found no file to try again.
-    list: Option<FileList>,
+    /// not as a copy in walk order, which most batches never need).
+    list: FileList,
     walked: Vec<Option<Walked>>,
-    /// Empty once [`BatchRecord::lean`] found no file to hash after the push.
     sources: Arc<Vec<Source>>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
 
 impl BatchRecord {
-    /// Drops what settling will not need. A session's outcomes are final at its goodbye, so a batch
-    /// whose server is still exiting (rounds overlap) holds its file list only if some file is to be tried
-    /// again, and its sources only if some file is to be hashed after the push: on an unchanged night,
-    /// neither, and the exiting batches keep only what goes into the manifest and the index.
-    fn lean(mut self) -> BatchRecord {
-        let retries = match self.outcomes.lock() {
-            Ok(outcomes) => Self::changed_slots(&self.sources, &self.walked, &outcomes)
-                .next()
-                .is_some(),
-            Err(_) => true,
-        };
-        if !retries {
-            self.list = None;
-        }
-        let to_hash = self.walked.iter().enumerate().any(|(i, w)| {
-            w.as_ref().is_some_and(|w| w.known.is_none())
-                && matches!(self.sources.get(i + 1), Some(Source::File(_)))
-        });
-        if !retries && !to_hash && Arc::strong_count(&self.sources) == 1 {
-            self.sources = Arc::new(Vec::new());
-        }
-        self
-    }
-
     /// The slots of files that changed while they were read (slot = index in the pushed list in walk
     /// order, `walked[slot - 1]`).
     fn changed_slots<'a>(
@@ -1351,7 +1332,8 @@ impl ShareRun<'_> {
         Self::settle(started.end().await, report)
     }
 
-    /// Starts pushing a batch; [`ShareRun::finish_batch`] records it once its session has ended.
+    /// Pushes a batch up to its session's goodbye; [`ShareRun::record_batch`] records it then, and the
+    /// session's end is settled later.
     async fn begin_batch(&self, mut batch: Batch) -> Result<InFlight, Error> {
         let mut entries = Vec::with_capacity(batch.entries.len() + 1);
         entries.push(root_entry(&self.root));
@@ -1375,22 +1357,21 @@ impl ShareRun<'_> {
             counters: self.counters.clone(),
         };
         let started = self.start_push(&flist, &mut content).await?;
-        drop(content);
-        let record = BatchRecord {
-            list: Some(flist),
-            walked: batch.walked,
-            sources,
-            outcomes,
-        };
         Ok(InFlight {
-            record: record.lean(),
+            record: BatchRecord {
+                list: flist,
+                walked: batch.walked,
+                sources,
+                outcomes,
+            },
             started,
         })
     }
 
-    async fn finish_batch(
+    /// Records a batch whose session has reached its goodbye (its outcomes are final): tries again the files
+    /// that changed while read, then writes each entry to the index and the manifest, in walk order.
+    async fn record_batch(
         &mut self,
-        ended: Ended,
         batch: BatchRecord,
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
@@ -1401,7 +1382,6 @@ impl ShareRun<'_> {
             sources,
             outcomes,
         } = batch;
-        Self::settle(ended, report)?;
         let mut outcomes = match outcomes.lock() {
             Ok(o) => o.clone(),
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
@@ -1413,7 +1393,7 @@ impl ShareRun<'_> {
             let Some(w) = walked else { continue };
             let slot = i + 1;
             let outcome = &outcomes[slot];
-            let (remote_size, hash) = match (&w.known, sources.get(slot), outcome) {
+            let (remote_size, hash) = match (&w.known, &sources[slot], outcome) {
                 (
                     _,
                     _,
@@ -1432,12 +1412,12 @@ impl ShareRun<'_> {
                 }
                 (
                     None,
-                    Some(Source::File(_)),
+                    Source::File(_),
                     Outcome {
                         produced: Some(p), ..
                     },
                 ) => *p,
-                (None, Some(Source::File(spec)), _) => {
+                (None, Source::File(spec), _) => {
                     // The target already had it (same size and mtime), so it was not read: hash it now.
                     match self.hash_now(spec).await {
                         Ok(x) => x,
@@ -1486,7 +1466,7 @@ impl ShareRun<'_> {
     /// `outcomes` (slot = index in the batch's list in walk order, `walked[slot - 1]`), so the batch is recorded in walk order.
     async fn retry_changed(
         &self,
-        list: Option<FileList>,
+        list: FileList,
         sources: &[Source],
         walked: &mut [Option<Walked>],
         outcomes: &mut [Outcome],
@@ -1498,13 +1478,6 @@ impl ShareRun<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        // `BatchRecord::lean` keeps the list whenever a file changed while it was read.
-        let Some(list) = list else {
-            return Err(Error::new(
-                format!("share {}", self.share.name),
-                "internal: the file list of a batch to try again was dropped",
-            ));
-        };
         let entries = list.into_caller_order();
         for attempt in 0..=CHANGED_RETRIES {
             if pending.is_empty() {
