@@ -50,7 +50,7 @@ pub struct BackupOptions {
     /// Walk and compare, list the target, plan retention; write nothing anywhere.
     pub dry_run: bool,
     /// Entries per rsync session, twice as many when none is to be read (bounds memory: below 1 KiB each,
-    /// up to six batches at once).
+    /// up to four batches at once).
     pub batch_entries: usize,
     /// Passphrase of a wrapped key file.
     pub passphrase: Option<Vec<u8>>,
@@ -944,10 +944,9 @@ struct InFlight {
 /// How many times `batch_entries` a batch that reads no file may hold. On an unchanged night every batch
 /// is such a batch, and the server's start and exit per session, not the entries, set the pace: measured
 /// on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s, 2,048 3.3-3.6 s, 4,096 2.4-2.6 s
-/// (stock `rsync --link-dest`: 4.0-4.3 s). Memory sets the limit: six batches can be alive at once (being
-/// walked, waiting, two pushed, and the exiting ones keep nothing but their sessions), below 1 KiB an
-/// entry; at twice 1,024 entries an unchanged run of 100,000 files peaked at about 21-23 MiB
-/// (BENCHMARKS.md, tenth session).
+/// (stock `rsync --link-dest`: 4.0-4.3 s). Memory sets the limit: four batches can be alive at once (being
+/// walked, waiting, two pushed; the sessions still exiting keep none), below 1 KiB an entry; at twice 1,024
+/// entries an unchanged run of 100,000 files peaked at about 21-23 MiB (BENCHMARKS.md, tenth session).
 const LIGHT_BATCH_FACTOR: usize = 2;
 
 /// What [`ShareRun::record_batch`] needs of a pushed batch.
@@ -958,25 +957,6 @@ struct BatchRecord {
     walked: Vec<Option<Walked>>,
     sources: Arc<Vec<Source>>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
-}
-
-impl BatchRecord {
-    /// The slots of files that changed while they were read (slot = index in the pushed list in walk
-    /// order, `walked[slot - 1]`).
-    fn changed_slots<'a>(
-        sources: &'a [Source],
-        walked: &'a [Option<Walked>],
-        outcomes: &'a [Outcome],
-    ) -> impl Iterator<Item = usize> + 'a {
-        (1..sources.len()).filter(move |&slot| {
-            matches!(sources.get(slot), Some(Source::File(_)))
-                && outcomes
-                    .get(slot)
-                    .and_then(|o| o.error.as_deref())
-                    .is_some_and(crate::content::is_changed)
-                && walked.get(slot - 1).is_some_and(Option::is_some)
-        })
-    }
 }
 
 /// Files up to this size are sealed while sizing and kept in memory until pushed...
@@ -1473,8 +1453,16 @@ impl ShareRun<'_> {
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
-        let mut pending: Vec<usize> =
-            BatchRecord::changed_slots(sources, walked, outcomes).collect();
+        let mut pending: Vec<usize> = (1..sources.len())
+            .filter(|&slot| {
+                matches!(sources.get(slot), Some(Source::File(_)))
+                    && outcomes
+                        .get(slot)
+                        .and_then(|o| o.error.as_deref())
+                        .is_some_and(crate::content::is_changed)
+                    && walked.get(slot - 1).is_some_and(Option::is_some)
+            })
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
