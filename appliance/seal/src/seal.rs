@@ -44,19 +44,17 @@ pub struct SealStats {
     pub mac: [u8; 32],
 }
 
+/// Bytes kept free in front of every record buffer: with the record's own length and tag fields, room for
+/// the tag prefix (`header ‖ file_id`) right before the body, so the tag is computed in place.
+pub(crate) const HEADROOM: usize = TAG_PREFIX_LEN - LEN_LEN - TAG_LEN;
+
 /// Seals single chunks into records; one per thread.
 struct ChunkSealer {
     cipher: ChunkCipher,
     compressor: Option<Compressor>,
     mac: ChunkMac,
-    /// `header ‖ file_id ‖ body`: the tag's input, the body encrypted in place after tagging.
-    work: Vec<u8>,
-}
-
-impl Drop for ChunkSealer {
-    fn drop(&mut self) {
-        crate::spare::give_buffer(std::mem::take(&mut self.work));
-    }
+    /// `header ‖ file_id`: the tag input's first bytes.
+    prefix: [u8; TAG_PREFIX_LEN],
 }
 
 impl ChunkSealer {
@@ -65,39 +63,44 @@ impl ChunkSealer {
         options: SealOptions,
         prefix: &[u8; TAG_PREFIX_LEN],
     ) -> ChunkSealer {
-        let mut work = crate::spare::take_buffer(TAG_PREFIX_LEN + MAX_BODY);
-        work.extend_from_slice(prefix);
         ChunkSealer {
             cipher: ChunkCipher::new(keys, keys.suite),
             compressor: options.compress.then(Compressor::new),
             mac: ChunkMac::new(&keys.chunk_mac),
-            work,
+            prefix: *prefix,
         }
     }
 
     /// Appends `len ‖ tag ‖ Enc(flags ‖ payload)` for `chunk` to `out`; returns the tag and whether the
     /// payload is compressed.
+    ///
+    /// `out` must already hold at least [`HEADROOM`] bytes: the tag's input (`prefix ‖ flags ‖ payload`) is
+    /// laid out in place, its prefix over the record's length and tag fields and the `HEADROOM` bytes
+    /// before them, which are put back afterwards. The chunk is copied once, into its record.
     fn seal_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> ([u8; TAG_LEN], bool) {
-        let work = &mut self.work;
-        work.truncate(TAG_PREFIX_LEN);
+        debug_assert!(out.len() >= HEADROOM);
+        let record = out.len();
         let packed = self.compressor.as_mut().and_then(|c| c.compress(chunk));
         let compressed = packed.is_some();
-        match packed {
-            Some(p) => {
-                work.push(FLAG_DEFLATE);
-                work.extend_from_slice(p);
-            }
-            None => {
-                work.push(FLAG_RAW);
-                work.extend_from_slice(chunk);
-            }
-        }
-        let tag = self.mac.tag(work);
-        let body = &mut work[TAG_PREFIX_LEN..];
-        self.cipher.apply(&tag, body);
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&tag);
-        out.extend_from_slice(body);
+        let (flag, payload) = match packed {
+            Some(p) => (FLAG_DEFLATE, p),
+            None => (FLAG_RAW, chunk),
+        };
+        out.reserve(LEN_LEN + TAG_LEN + 1 + payload.len());
+        out.extend_from_slice(&[0u8; LEN_LEN + TAG_LEN]);
+        let body = out.len();
+        out.push(flag);
+        out.extend_from_slice(payload);
+        let before = record - HEADROOM;
+        let mut kept = [0u8; HEADROOM];
+        kept.copy_from_slice(&out[before..record]);
+        out[before..body].copy_from_slice(&self.prefix);
+        let tag = self.mac.tag(&out[before..]);
+        out[before..record].copy_from_slice(&kept);
+        let len = (out.len() - body) as u32;
+        out[record..record + LEN_LEN].copy_from_slice(&len.to_le_bytes());
+        out[record + LEN_LEN..body].copy_from_slice(&tag);
+        self.cipher.apply(&tag, &mut out[body..]);
         (tag, compressed)
     }
 }
@@ -105,19 +108,23 @@ impl ChunkSealer {
 /// Chunks handed to a worker in one message (a handoff between threads costs about as much as sealing
 /// a small chunk, so they travel in batches): their plaintext back to back, and their lengths.
 struct Job {
+    /// Always [`PLAIN_CAP`] bytes long: the input is read straight into it, and its first `Σ lens` bytes
+    /// are this job's chunks (what follows them is carried over to the next job).
     plain: Vec<u8>,
     lens: Vec<usize>,
-    /// The sealed records, back to back (filled by the worker; buffers are recycled).
+    /// [`HEADROOM`] bytes, then the sealed records back to back (filled by the worker; buffers are recycled).
     records: Vec<u8>,
     /// Per chunk: tag and whether it was compressed.
     tags: Vec<([u8; TAG_LEN], bool)>,
 }
 
-/// Plaintext bytes per batch.
-const BATCH_BYTES: usize = 256 * 1024;
+/// Plaintext bytes read per batch (beyond the unchunked end of the previous one).
+const BATCH_BYTES: usize = 128 * 1024;
+/// A batch's plaintext buffer: a full batch plus what the last batch left unchunked (under `MAX_CHUNK`).
+const PLAIN_CAP: usize = BATCH_BYTES + MAX_CHUNK;
 
 /// Jobs kept from one sealer to the next: a backup seals large files one after another, and each job
-/// holds two buffers of about 320 KiB. Fresh ones per file were `mmap`ed and faulted in, or fragmented
+/// holds two buffers of about 200 KiB. Fresh ones per file were `mmap`ed and faulted in, or fragmented
 /// the heap once glibc raised its mmap threshold (`docs/BENCHMARKS.md`, eighth session). As many as one
 /// sealer with one worker has in flight.
 static SPARE_JOBS: crate::spare::Kept<Job> = crate::spare::Kept::new(PER_WORKER + 1);
@@ -126,15 +133,16 @@ impl Job {
     /// A kept job, or a new one.
     fn take() -> Job {
         SPARE_JOBS.take().unwrap_or_else(|| Job {
-            plain: Vec::with_capacity(BATCH_BYTES + MAX_CHUNK),
+            plain: vec![0; PLAIN_CAP],
             lens: Vec::new(),
-            records: Vec::new(),
+            records: Vec::with_capacity(HEADROOM + PLAIN_CAP + PLAIN_CAP / 64),
             tags: Vec::new(),
         })
     }
 
     fn seal_all(&mut self, sealer: &mut ChunkSealer) {
         self.records.clear();
+        self.records.resize(HEADROOM, 0);
         self.tags.clear();
         let mut at = 0;
         for &n in &self.lens {
@@ -159,8 +167,11 @@ enum Pending {
     Sealed(Job),
 }
 
-/// Batches queued per worker.
-const PER_WORKER: usize = 2;
+/// Batches queued per worker. The caller's thread reads and chunks a batch in less time than a worker
+/// seals it, and seals a batch itself only when the worker's queue is full. With two batches queued it did
+/// so for about a third of them, and the worker waited meanwhile; with four (of 128 KiB, the same bytes in
+/// flight as two of 256 KiB) the two threads stay busy (`docs/BENCHMARKS.md`, eleventh session).
+const PER_WORKER: usize = 4;
 
 /// Worker threads, plus the caller's thread sealing the batches no worker has room for: on a box with as
 /// many cores as sealing threads, nothing waits for a core (`threads` workers beside a reading thread
@@ -205,7 +216,7 @@ fn worker_gone() -> io::Error {
 /// Reads plaintext from `R` and yields the sealed file (`docs/FORMAT.md`) through [`Read`].
 ///
 /// Memory: about 200 KiB of buffers plus the compressor's tables, whatever the file size (plus about
-/// 200 KiB per worker thread with [`Sealer::with_threads`]).
+/// 2 MiB of batches in flight with [`Sealer::with_threads`]: `PER_WORKER + 1` per worker, of about 400 KiB).
 pub struct Sealer<R> {
     input: R,
     keys: Keys,
@@ -216,12 +227,14 @@ pub struct Sealer<R> {
     tag_prefix: [u8; TAG_PREFIX_LEN],
     pool: Option<Pool>,
     trailer: blake3::Hasher,
-    /// Plaintext window: `buf[start..end]` is read but not yet chunked.
+    /// Plaintext window: `buf[start..end]` is read but not yet chunked. With worker threads, only what the
+    /// last batch left unchunked, carried over to the next.
     buf: Vec<u8>,
     start: usize,
     end: usize,
     input_done: bool,
-    /// The record being handed out: `out[out_pos..]` is still to be read.
+    /// The record being handed out: `out[out_pos..]` is still to be read (records are sealed after
+    /// [`HEADROOM`] bytes, where `out_pos` starts).
     out: Vec<u8>,
     out_pos: usize,
     finished: bool,
@@ -277,8 +290,8 @@ impl<R: Read> Sealer<R> {
         let k = &self.keys.0;
         let mut workers = Vec::with_capacity(threads - 1);
         for i in 0..threads - 1 {
-            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(2);
-            let (done_tx, done_rx) = mpsc::sync_channel::<Job>(2);
+            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(PER_WORKER);
+            let (done_tx, done_rx) = mpsc::sync_channel::<Job>(PER_WORKER);
             let mut sealer = ChunkSealer::new(k, options, &self.tag_prefix);
             let spawned = thread::Builder::new()
                 .name(format!("offsite-seal-{i}"))
@@ -352,14 +365,47 @@ impl<R: Read> Sealer<R> {
         Ok(Some((at, n)))
     }
 
-    /// Accounts for a sealed record that is now in `out`.
+    /// Accounts for a sealed record that is now in `out`, after the headroom.
     fn record_done(&mut self, tag: &[u8; TAG_LEN], plain: usize, compressed: bool) {
         self.trailer.update(tag);
         self.stats.chunks += 1;
         self.stats.compressed_chunks += u64::from(compressed);
         self.stats.plain_len += plain as u64;
-        self.stats.sealed_len += self.out.len() as u64;
-        self.out_pos = 0;
+        self.stats.sealed_len += (self.out.len() - HEADROOM) as u64;
+        self.out_pos = HEADROOM;
+    }
+
+    /// Reads the next batch into `job.plain`, after what the last one left unchunked, and cuts it into
+    /// chunks. A chunk whose end is not known yet (no cut point before the end of what was read, and less
+    /// than `MAX_CHUNK` of it) stays for the next batch.
+    fn fill_job(&mut self, job: &mut Job) -> io::Result<()> {
+        job.lens.clear();
+        let carried = self.end - self.start;
+        job.plain[..carried].copy_from_slice(&self.buf[self.start..self.end]);
+        self.start = 0;
+        self.end = 0;
+        let mut filled = carried;
+        while filled < PLAIN_CAP && !self.input_done {
+            match self.input.read(&mut job.plain[filled..]) {
+                Ok(0) => self.input_done = true,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut at = 0;
+        while at < filled {
+            let rest = &job.plain[at..filled];
+            let n = next_chunk_len(&self.gear, rest);
+            if n == rest.len() && rest.len() < MAX_CHUNK && !self.input_done {
+                break;
+            }
+            job.lens.push(n);
+            at += n;
+        }
+        self.end = filled - at;
+        self.buf[..self.end].copy_from_slice(&job.plain[at..filled]);
+        Ok(())
     }
 
     /// Puts the next record (a chunk, or the trailer at the end) into `out`.
@@ -370,6 +416,7 @@ impl<R: Read> Sealer<R> {
         match self.next_chunk()? {
             Some((at, n)) => {
                 self.out.clear();
+                self.out.resize(HEADROOM, 0);
                 let (tag, compressed) =
                     self.inline.seal_chunk(&self.buf[at..at + n], &mut self.out);
                 self.record_done(&tag, n, compressed);
@@ -390,15 +437,7 @@ impl<R: Read> Sealer<R> {
                 break;
             }
             let mut job = pool.spare.pop().unwrap_or_else(Job::take);
-            job.plain.clear();
-            job.lens.clear();
-            while job.plain.len() < BATCH_BYTES {
-                let Some((at, n)) = self.next_chunk()? else {
-                    break;
-                };
-                job.plain.extend_from_slice(&self.buf[at..at + n]);
-                job.lens.push(n);
-            }
+            self.fill_job(&mut job)?;
             let Some(pool) = self.pool.as_mut() else {
                 break;
             };
@@ -439,8 +478,8 @@ impl<R: Read> Sealer<R> {
             self.stats.compressed_chunks += u64::from(compressed);
             self.stats.plain_len += n as u64;
         }
-        self.stats.sealed_len += self.out.len() as u64;
-        self.out_pos = 0;
+        self.stats.sealed_len += (self.out.len() - HEADROOM) as u64;
+        self.out_pos = HEADROOM;
         if let Some(pool) = self.pool.as_mut() {
             pool.spare.push(job);
         }
@@ -471,16 +510,29 @@ impl<R: Read> Read for Sealer<R> {
         if dst.is_empty() {
             return Ok(0);
         }
+        let sealed = io::BufRead::fill_buf(self)?;
+        let n = dst.len().min(sealed.len());
+        dst[..n].copy_from_slice(&sealed[..n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+/// The sealed bytes without a copy: `fill_buf` hands out the sealer's own record buffer (a whole batch of
+/// records with worker threads).
+impl<R: Read> io::BufRead for Sealer<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.out_pos == self.out.len() {
             if self.finished {
-                return Ok(0);
+                return Ok(&[]);
             }
             self.next_record()?;
         }
-        let n = dst.len().min(self.out.len() - self.out_pos);
-        dst[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
-        self.out_pos += n;
-        Ok(n)
+        Ok(&self.out[self.out_pos..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.out_pos = (self.out_pos + amount).min(self.out.len());
     }
 }
 
@@ -505,7 +557,15 @@ pub fn seal_with_threads(
     mut output: impl io::Write,
 ) -> io::Result<SealStats> {
     let mut sealer = Sealer::new(keys, path, options, input).with_threads(threads);
-    io::copy(&mut sealer, &mut output)?;
+    loop {
+        let sealed = io::BufRead::fill_buf(&mut sealer)?;
+        if sealed.is_empty() {
+            break;
+        }
+        output.write_all(sealed)?;
+        let n = sealed.len();
+        io::BufRead::consume(&mut sealer, n);
+    }
     output.flush()?;
     Ok(sealer.stats())
 }

@@ -416,6 +416,49 @@ fn worker_threads_produce_identical_output() {
     }
 }
 
+/// Inputs that arrive a little at a time, with lengths around the worker threads' batch size (256 KiB
+/// read per batch plus up to 64 KiB left unchunked by the one before): the batches must cut the same chunks
+/// as the caller's thread alone, whatever the read sizes.
+#[test]
+fn worker_threads_cut_the_same_chunks_from_short_reads() {
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.step = (self.step * 7 + 3) % 9_001;
+            let n = buf.len().min(self.data.len()).min(self.step + 1);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+    let k = keys(Suite::Aes256Ctr);
+    let p = path("trickle");
+    let batch = 256 * 1024 + 65_536;
+    let noise = random(3 * batch, 21);
+    let zeros = vec![0u8; 3 * batch];
+    // Runs of equal bytes cut at the 64 KiB maximum; after a short random start, a batch's last chunk is
+    // left unfinished at every phase.
+    let shifted: Vec<Vec<u8>> = [5_000, 20_000, 40_000, 60_000]
+        .iter()
+        .map(|&n| [random(n, 22), zeros.clone()].concat())
+        .collect();
+    for len in [batch - 1, batch, batch + 1, 2 * batch + 65_536, 3 * batch] {
+        let mut inputs = vec![&noise[..len], &zeros[..len]];
+        inputs.extend(shifted.iter().map(|s| &s[..len]));
+        for data in inputs {
+            let mut inline = Vec::new();
+            seal::seal(&k, &p, SealOptions::default(), data, &mut inline).unwrap();
+            let mut pooled = Vec::new();
+            let input = Trickle { data, step: len };
+            seal::seal_with_threads(&k, &p, SealOptions::default(), 2, input, &mut pooled).unwrap();
+            assert!(pooled == inline, "length {len}");
+        }
+    }
+}
+
 #[test]
 fn a_failing_input_fails_the_seal_with_its_error() {
     struct Failing(usize);
