@@ -127,7 +127,7 @@ const PLAIN_CAP: usize = BATCH_BYTES + MAX_CHUNK;
 /// holds two buffers of about 200 KiB. Fresh ones per file were `mmap`ed and faulted in, or fragmented
 /// the heap once glibc raised its mmap threshold (`docs/BENCHMARKS.md`, eighth session). As many as one
 /// sealer with one worker has in flight.
-static SPARE_JOBS: crate::spare::Kept<Job> = crate::spare::Kept::new(PER_WORKER + 1);
+static SPARE_JOBS: crate::spare::Kept<Job> = crate::spare::Kept::new(IN_FLIGHT_PER_WORKER + 1);
 
 impl Job {
     /// A kept job, or a new one.
@@ -163,22 +163,31 @@ struct Worker {
 enum Pending {
     /// Sent to this worker, whose results come back in the order they were sent.
     Worker(usize),
-    /// Sealed on the caller's thread, because every worker had a full queue.
+    /// Sealed: on the caller's thread (every worker had a full backlog), or by a worker and taken back.
     Sealed(Job),
 }
 
-/// Batches queued per worker. The caller's thread reads and chunks a batch in less time than a worker
-/// seals it, and seals a batch itself only when the worker's queue is full. With two batches queued it did
-/// so for about a third of them, and the worker waited meanwhile; with four (of 128 KiB, the same bytes in
-/// flight as two of 256 KiB) the two threads stay busy (`docs/BENCHMARKS.md`, eleventh session).
-const PER_WORKER: usize = 4;
+/// Batches a worker may have waiting or in progress; with that many, the caller's thread seals the next
+/// batch itself instead of waiting.
+///
+/// The worker's backlog is counted from what it has finished (collected without waiting, before each
+/// choice), not from what the caller has taken back in output order. Counted the second way, with two
+/// batches the caller sealed about a third of them itself on incompressible data while the worker, done
+/// with its queue, waited; now it seals what balances the two threads: few batches when sealing is cheap
+/// next to reading and chunking (random data), half when deflate makes it dear (`docs/BENCHMARKS.md`,
+/// eleventh session).
+const PER_WORKER: usize = 2;
+
+/// Batches between the input and the output per worker (read, queued, sealed or waiting to be handed out
+/// in order): what bounds the memory, about 400 KiB each.
+const IN_FLIGHT_PER_WORKER: usize = 2 * PER_WORKER;
 
 /// Worker threads, plus the caller's thread sealing the batches no worker has room for: on a box with as
 /// many cores as sealing threads, nothing waits for a core (`threads` workers beside a reading thread
 /// made one more runnable thread than cores, and each core switched between them).
 struct Pool {
     workers: Vec<Worker>,
-    /// Per worker: batches sent and not yet collected.
+    /// Per worker: batches sent and not yet taken back.
     queued: Vec<usize>,
     pending: VecDeque<Pending>,
     spare: Vec<Job>,
@@ -186,7 +195,29 @@ struct Pool {
 
 impl Pool {
     fn capacity(&self) -> usize {
-        PER_WORKER * self.workers.len() + 1
+        IN_FLIGHT_PER_WORKER * self.workers.len() + 1
+    }
+
+    /// Takes back, without waiting, the batches the workers have finished: each replaces its worker's
+    /// earliest entry in `pending` (a worker returns batches in the order it got them).
+    fn collect_finished(&mut self) -> io::Result<()> {
+        for w in 0..self.workers.len() {
+            while self.queued[w] > 0 {
+                let job = match self.workers[w].done.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(worker_gone()),
+                };
+                let slot = self
+                    .pending
+                    .iter_mut()
+                    .find(|p| matches!(p, Pending::Worker(x) if *x == w))
+                    .ok_or_else(worker_gone)?;
+                *slot = Pending::Sealed(job);
+                self.queued[w] -= 1;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -291,7 +322,8 @@ impl<R: Read> Sealer<R> {
         let mut workers = Vec::with_capacity(threads - 1);
         for i in 0..threads - 1 {
             let (job_tx, job_rx) = mpsc::sync_channel::<Job>(PER_WORKER);
-            let (done_tx, done_rx) = mpsc::sync_channel::<Job>(PER_WORKER);
+            // Unbounded, so a worker never waits to hand a batch back: `Pool::capacity` bounds them.
+            let (done_tx, done_rx) = mpsc::channel::<Job>();
             let mut sealer = ChunkSealer::new(k, options, &self.tag_prefix);
             let spawned = thread::Builder::new()
                 .name(format!("offsite-seal-{i}"))
@@ -445,6 +477,7 @@ impl<R: Read> Sealer<R> {
                 pool.spare.push(job);
                 break;
             }
+            pool.collect_finished()?;
             match pool.queued.iter().position(|&q| q < PER_WORKER) {
                 Some(w) => {
                     pool.workers[w].jobs.send(job).map_err(|_| worker_gone())?;
