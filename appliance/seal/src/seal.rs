@@ -247,7 +247,8 @@ fn worker_gone() -> io::Error {
 /// Reads plaintext from `R` and yields the sealed file (`docs/FORMAT.md`) through [`Read`].
 ///
 /// Memory: about 200 KiB of buffers plus the compressor's tables, whatever the file size (plus about
-/// 2 MiB of batches in flight with [`Sealer::with_threads`]: `PER_WORKER + 1` per worker, of about 400 KiB).
+/// 2 MiB of batches in flight with one worker thread ([`Sealer::with_threads`]): `IN_FLIGHT_PER_WORKER` per
+/// worker and one more, of about 400 KiB each).
 pub struct Sealer<R> {
     input: R,
     keys: Keys,
