@@ -420,5 +420,34 @@ async fn soak_nights_with_churn_restore_exactly_and_stay_flat() {
         warm.0,
         last.0
     );
-    assert!(last.1 <= warm.1, "file descriptors grew: {seen:?}");
+    // A descriptor still being closed when the night's report arrives (a child's pipe or a pidfd that
+    // tokio reaps in the background, a blocking thread returning) is not a leak: give the process up to
+    // two seconds to come back down before calling it one.
+    let mut fds = last.1;
+    for _ in 0..40 {
+        if fds <= warm.1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        fds = resources().1;
+    }
+    assert!(
+        fds <= warm.1,
+        "file descriptors grew: {seen:?}, still {fds} after 2 s: {:?}",
+        open_descriptors()
+    );
+}
+
+/// What this process's descriptors point at, for a failure message.
+fn open_descriptors() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .map(|e| match std::fs::read_link(e.path()) {
+                    Ok(t) => format!("{} -> {}", e.file_name().to_string_lossy(), t.display()),
+                    Err(_) => e.file_name().to_string_lossy().into_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
