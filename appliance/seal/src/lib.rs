@@ -48,3 +48,17 @@ pub use seal::{
 pub use unseal::{
     UnsealStats, Unsealer, temp_file_beside, unseal_to_file, unseal_verified_first, verify,
 };
+
+/// Reads until `buf` is full or the input ends; returns how much was read.
+pub(crate) fn read_full(input: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}

@@ -46,7 +46,7 @@ pub struct SealStats {
 
 /// Bytes kept free in front of every record buffer: with the record's own length and tag fields, room for
 /// the tag prefix (`header ‖ file_id`) right before the body, so the tag is computed in place.
-pub(crate) const HEADROOM: usize = TAG_PREFIX_LEN - LEN_LEN - TAG_LEN;
+const HEADROOM: usize = TAG_PREFIX_LEN - LEN_LEN - TAG_LEN;
 
 /// Seals single chunks into records; one per thread.
 struct ChunkSealer {
@@ -398,12 +398,18 @@ impl<R: Read> Sealer<R> {
         Ok(Some((at, n)))
     }
 
-    /// Accounts for a sealed record that is now in `out`, after the headroom.
-    fn record_done(&mut self, tag: &[u8; TAG_LEN], plain: usize, compressed: bool) {
-        self.trailer.update(tag);
-        self.stats.chunks += 1;
-        self.stats.compressed_chunks += u64::from(compressed);
-        self.stats.plain_len += plain as u64;
+    /// Accounts for the records now in `out`, after the headroom: per chunk, its tag, plaintext length
+    /// and whether it was compressed.
+    fn records_done<'t>(
+        &mut self,
+        chunks: impl IntoIterator<Item = (&'t [u8; TAG_LEN], usize, bool)>,
+    ) {
+        for (tag, plain, compressed) in chunks {
+            self.trailer.update(tag);
+            self.stats.chunks += 1;
+            self.stats.compressed_chunks += u64::from(compressed);
+            self.stats.plain_len += plain as u64;
+        }
         self.stats.sealed_len += (self.out.len() - HEADROOM) as u64;
         self.out_pos = HEADROOM;
     }
@@ -418,13 +424,11 @@ impl<R: Read> Sealer<R> {
         self.start = 0;
         self.end = 0;
         let mut filled = carried;
-        while filled < PLAIN_CAP && !self.input_done {
-            match self.input.read(&mut job.plain[filled..]) {
-                Ok(0) => self.input_done = true,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if !self.input_done {
+            let room = PLAIN_CAP - carried;
+            let got = crate::read_full(&mut self.input, &mut job.plain[carried..])?;
+            filled += got;
+            self.input_done = got < room;
         }
         let mut at = 0;
         while at < filled {
@@ -452,7 +456,7 @@ impl<R: Read> Sealer<R> {
                 self.out.resize(HEADROOM, 0);
                 let (tag, compressed) =
                     self.inline.seal_chunk(&self.buf[at..at + n], &mut self.out);
-                self.record_done(&tag, n, compressed);
+                self.records_done([(&tag, n, compressed)]);
             }
             None => self.write_trailer(),
         }
@@ -506,14 +510,12 @@ impl<R: Read> Sealer<R> {
             }
         };
         std::mem::swap(&mut self.out, &mut job.records);
-        for (&(tag, compressed), &n) in job.tags.iter().zip(&job.lens) {
-            self.trailer.update(&tag);
-            self.stats.chunks += 1;
-            self.stats.compressed_chunks += u64::from(compressed);
-            self.stats.plain_len += n as u64;
-        }
-        self.stats.sealed_len += (self.out.len() - HEADROOM) as u64;
-        self.out_pos = HEADROOM;
+        self.records_done(
+            job.tags
+                .iter()
+                .zip(&job.lens)
+                .map(|((tag, compressed), &n)| (tag, n, *compressed)),
+        );
         if let Some(pool) = self.pool.as_mut() {
             pool.spare.push(job);
         }

@@ -113,7 +113,7 @@ impl<R: Read> Unsealer<R> {
 
     /// Reads `len` bytes into `record[at..]`.
     fn read_exact_or_truncated(&mut self, at: usize, len: usize, what: &'static str) -> Result<()> {
-        let got = read_full(&mut self.input, &mut self.record[at..at + len])
+        let got = crate::read_full(&mut self.input, &mut self.record[at..at + len])
             .map_err(|e| SealError::io("reading sealed input", e))?;
         if got < len {
             return Err(SealError::Truncated {
@@ -126,7 +126,7 @@ impl<R: Read> Unsealer<R> {
 
     fn read_header(&mut self) -> Result<()> {
         let mut head = [0u8; HEADER_LEN];
-        let got = read_full(&mut self.input, &mut head)
+        let got = crate::read_full(&mut self.input, &mut head)
             .map_err(|e| SealError::io("reading sealed input", e))?;
         if got >= 4 && head[..4] != MAGIC {
             return Err(SealError::BadMagic);
@@ -171,7 +171,7 @@ impl<R: Read> Unsealer<R> {
         let offset = self.stats.sealed_len;
         let chunk = self.stats.chunks;
         let mut len = [0u8; LEN_LEN];
-        let got = read_full(&mut self.input, &mut len)
+        let got = crate::read_full(&mut self.input, &mut len)
             .map_err(|e| SealError::io("reading sealed input", e))?;
         if got < LEN_LEN {
             return Err(SealError::Truncated {
@@ -301,7 +301,7 @@ impl<R: Read> Unsealer<R> {
         self.stats.sealed_len += (LEN_LEN + TRAILER_BODY_LEN) as u64;
         self.stats.mac = stored;
         let mut probe = [0u8; 1];
-        let extra = read_full(&mut self.input, &mut probe)
+        let extra = crate::read_full(&mut self.input, &mut probe)
             .map_err(|e| SealError::io("reading sealed input", e))?;
         if extra != 0 {
             return Err(SealError::TrailingData {
@@ -352,20 +352,6 @@ impl<R: Read> Read for Unsealer<R> {
         self.plain_start += n;
         Ok(n)
     }
-}
-
-/// Reads until `buf` is full or the input ends; returns how much was read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match input.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 /// Drives `unsealer` to the end, writing plaintext to `out`; maps errors back to [`SealError`].
