@@ -25,7 +25,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 use remote::Remote;
 use rsync_wire::{AltDest, Event, FileEntry, FileList, MessageKind, PushOptions};
-use seal::names::{SealedName, seal_name};
+use seal::names::{SealedName, is_short_form, seal_name};
 use seal::{Keys, MasterKey, RelPath, SealOptions};
 
 use crate::Error;
@@ -199,7 +199,14 @@ struct Names {
 type SideFile = (Vec<u8>, Vec<u8>);
 
 impl Names {
-    fn map(&mut self, rel: &[u8]) -> Result<(Vec<u8>, Option<SideFile>), String> {
+    /// The target path of `rel`, and its long name's side file if it has one. `cached` is the sealed
+    /// name the index kept for `rel` (see [`IndexEntry::sealed_name`]): used instead of sealing the name
+    /// again when it has the right form.
+    fn map(
+        &mut self,
+        rel: &[u8],
+        cached: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, Option<SideFile>), String> {
         let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&rel[..i], &rel[i + 1..]),
             None => (&rel[..0], rel),
@@ -225,6 +232,9 @@ impl Names {
         let Some(keys) = &self.keys else {
             return Ok((rel.to_vec(), None));
         };
+        if let Some(component) = cached.filter(|c| is_short_form(name.len(), c)) {
+            return Ok((join(remote_parent, component), None));
+        }
         let sealed = seal_name(keys, parent, name).map_err(|e| e.to_string())?;
         let remote = join(remote_parent, sealed.component().as_bytes());
         let side = match &sealed {
@@ -767,7 +777,17 @@ fn add_entry(
             "names starting with .offsite at the top of a share are reserved for the snapshot's own files".into(),
         ));
     }
-    let (remote, side) = names.map(&e.rel).map_err(|why| fail(&e.rel, why))?;
+    // A file's record in the index, looked up first: it may hold the file's sealed name.
+    let recorded = if e.kind == Kind::File {
+        old_index.lookup(&e.rel)
+    } else {
+        None
+    };
+    let cached = recorded
+        .as_ref()
+        .map(|r| &r.sealed_name[..])
+        .filter(|n| !n.is_empty());
+    let (remote, side) = names.map(&e.rel, cached).map_err(|why| fail(&e.rel, why))?;
     let st = &e.stat;
     if let Some((side_name, content)) = side {
         let len = content.len() as u64;
@@ -845,7 +865,6 @@ fn add_entry(
             } else {
                 None
             };
-            let recorded = old_index.lookup(&e.rel);
             let known = match &recorded {
                 Some(ix) if ix.matches(st) => {
                     counts.unchanged += 1;
@@ -1366,8 +1385,17 @@ impl ShareRun<'_> {
             Ok(o) => o.clone(),
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
         };
-        self.retry_changed(list, &sources, &mut walked, &mut outcomes, report, progress)
-            .await?;
+        // The entries as listed, in the batch's order (`entries[slot]` is `walked[slot - 1]`'s).
+        let entries = list.into_caller_order();
+        self.retry_changed(
+            &entries,
+            &sources,
+            &mut walked,
+            &mut outcomes,
+            report,
+            progress,
+        )
+        .await?;
         // Record what is now in the snapshot, in walk order.
         for (i, walked) in walked.into_iter().enumerate() {
             let Some(w) = walked else { continue };
@@ -1413,8 +1441,20 @@ impl ShareRun<'_> {
             if w.kind == EntryKind::File
                 && let Some(index) = self.index.as_mut()
             {
+                let mut record = IndexEntry::new(w.rel.clone(), st, remote_size, hash);
+                if self.share.encrypt_names
+                    && let Some(entry) = entries.get(slot)
+                {
+                    // The last component of its target path; kept only in the short form (a long name
+                    // also needs its side file, and is sealed again).
+                    let component = entry.name.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+                    let name_len = w.rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
+                    if is_short_form(name_len, component) {
+                        record.sealed_name = component.to_vec();
+                    }
+                }
                 index
-                    .push(&IndexEntry::new(w.rel.clone(), st, remote_size, hash))
+                    .push(&record)
                     .map_err(|e| Error::new("writing the index", e))?;
             }
             if let Some(m) = self.manifest.as_mut() {
@@ -1446,7 +1486,7 @@ impl ShareRun<'_> {
     /// `outcomes` (slot = index in the batch's list in walk order, `walked[slot - 1]`), so the batch is recorded in walk order.
     async fn retry_changed(
         &self,
-        list: FileList,
+        entries: &[FileEntry],
         sources: &[Source],
         walked: &mut [Option<Walked>],
         outcomes: &mut [Outcome],
@@ -1466,7 +1506,6 @@ impl ShareRun<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        let entries = list.into_caller_order();
         for attempt in 0..=CHANGED_RETRIES {
             if pending.is_empty() {
                 return Ok(());

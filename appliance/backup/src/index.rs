@@ -2,6 +2,8 @@
 //! `stat` and nothing else (no read, no seal).
 //!
 //! One file per share (`<state_dir>/index/<share>.idx`): a header, then one record per file in walk order.
+//! A file's record ends with the sealed form of its name when the share seals names (a trailing field, see
+//! [`IndexEntry::sealed_name`]), so that an unchanged night seals no name either.
 //! A run reads the old index alongside its walk and writes the new one as it goes; the new file replaces
 //! the old one atomically (temporary file, fsync, rename, fsync of the folder) at the end. The index is a
 //! cache of values derived from file contents and the key; losing or corrupting it costs time (files are
@@ -44,6 +46,12 @@ pub struct IndexEntry {
     pub remote_size: u64,
     /// The sealed file's trailer MAC, or BLAKE3 of the plain content.
     pub hash: [u8; 32],
+    /// The file's name as sealed on the target (its last path component, which depends only on the path
+    /// and the key), or empty when names are not sealed or the name is long (sealed with a side file).
+    /// Stored after the record's other fields, as raw bytes to its end: indexes written before the field
+    /// existed read as having no sealed names, and older readers ignore it.
+    #[serde(skip)]
+    pub sealed_name: Vec<u8>,
 }
 
 impl IndexEntry {
@@ -58,7 +66,14 @@ impl IndexEntry {
             ino: stat.ino,
             remote_size,
             hash,
+            sealed_name: Vec::new(),
         }
+    }
+
+    /// The same entry with the sealed form of its name (see [`IndexEntry::sealed_name`]).
+    pub fn with_sealed_name(mut self, name: &[u8]) -> IndexEntry {
+        self.sealed_name = name.to_vec();
+        self
     }
 
     /// True when `stat` says the file is the one recorded: same size, mtime, ctime and inode. (ctime
@@ -137,8 +152,9 @@ impl IndexReader {
             self.next = None;
             return;
         };
-        match records::read::<IndexEntry>(input, &mut self.scratch) {
-            Ok(Some(e)) => {
+        match records::read_with_tail::<IndexEntry>(input, &mut self.scratch) {
+            Ok(Some((mut e, sealed_name))) => {
+                e.sealed_name = sealed_name.to_vec();
                 // Out of order means corrupt: stop using it rather than give wrong answers.
                 if let Some(prev) = &self.next
                     && walk_cmp(&prev.path, &e.path) != Ordering::Less
@@ -206,7 +222,7 @@ impl IndexWriter {
 
     pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
         self.entries += 1;
-        records::write(&mut self.out, e, &mut self.scratch)
+        records::write_with_tail(&mut self.out, e, &e.sealed_name, &mut self.scratch)
     }
 
     /// Makes the new index the current one, durably.
@@ -248,16 +264,23 @@ mod tests {
         };
         let mut w = IndexWriter::create(&p, &h).unwrap();
         for name in ["a", "a/b", "a-c", "z"] {
-            w.push(&IndexEntry::new(name.into(), &stat(7), 99, [9; 32]))
-                .unwrap();
+            let e = IndexEntry::new(name.into(), &stat(7), 99, [9; 32]);
+            let e = if name == "a/b" {
+                e.with_sealed_name(b"sealedb")
+            } else {
+                e
+            };
+            w.push(&e).unwrap();
         }
         w.commit().unwrap();
         let mut r = IndexReader::open(&p, &h);
         assert!(r.problem.is_none());
         assert!(r.lookup(b" first").is_none());
-        assert_eq!(r.lookup(b"a/b").unwrap().remote_size, 99);
+        let ab = r.lookup(b"a/b").unwrap();
+        assert_eq!((ab.remote_size, &ab.sealed_name[..]), (99, &b"sealedb"[..]));
         assert!(r.lookup(b"a/c").is_none());
-        assert!(r.lookup(b"a-c").unwrap().matches(&stat(7)));
+        let ac = r.lookup(b"a-c").unwrap();
+        assert!(ac.matches(&stat(7)) && ac.sealed_name.is_empty());
         assert!(!r.lookup(b"z").unwrap().matches(&stat(8)));
         assert!(r.lookup(b"zz").is_none());
         let other = IndexHeader {

@@ -18,9 +18,22 @@ pub fn write<T: Serialize>(
     value: &T,
     scratch: &mut Vec<u8>,
 ) -> io::Result<()> {
+    write_with_tail(out, value, &[], scratch)
+}
+
+/// Appends one record made of `value` and then `tail`, raw bytes to the end of the record. A reader of
+/// `value` alone ([`read`]) does not see them: postcard takes what `value` needs and no more. This is how
+/// a record gains a trailing field without a new file format (the index's sealed names).
+pub fn write_with_tail<T: Serialize>(
+    out: &mut impl Write,
+    value: &T,
+    tail: &[u8],
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
     scratch.clear();
-    let bytes = postcard::to_io(value, &mut *scratch).map_err(io::Error::other)?;
-    let len = bytes.len();
+    postcard::to_io(value, &mut *scratch).map_err(io::Error::other)?;
+    scratch.extend_from_slice(tail);
+    let len = scratch.len();
     if len > MAX_RECORD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -36,6 +49,15 @@ pub fn read<T: DeserializeOwned>(
     input: &mut impl Read,
     scratch: &mut Vec<u8>,
 ) -> io::Result<Option<T>> {
+    Ok(read_with_tail(input, scratch)?.map(|(value, _)| value))
+}
+
+/// Reads the next record and what follows its value in it (see [`write_with_tail`]; empty for a record
+/// written by [`write`]). `Ok(None)` at a clean end of the input.
+pub fn read_with_tail<'s, T: DeserializeOwned>(
+    input: &mut impl Read,
+    scratch: &'s mut Vec<u8>,
+) -> io::Result<Option<(T, &'s [u8])>> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -60,9 +82,9 @@ pub fn read<T: DeserializeOwned>(
     }
     scratch.resize(len, 0);
     input.read_exact(scratch)?;
-    let value = postcard::from_bytes(scratch)
+    let (value, tail) = postcard::take_from_bytes(scratch)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad record: {e}")))?;
-    Ok(Some(value))
+    Ok(Some((value, tail)))
 }
 
 #[cfg(test)]
@@ -85,6 +107,23 @@ mod tests {
             Some((2, vec![]))
         );
         assert_eq!(read::<(u32, Vec<u8>)>(&mut r, &mut s).unwrap(), None);
+        // A tail is invisible to a reader of the value alone, and comes back to one that asks.
+        let mut buf = Vec::new();
+        write_with_tail(&mut buf, &(3u32, b"de".to_vec()), b"tail", &mut s).unwrap();
+        write(&mut buf, &(4u32, Vec::<u8>::new()), &mut s).unwrap();
+        assert_eq!(
+            read::<(u32, Vec<u8>)>(&mut &buf[..], &mut s).unwrap(),
+            Some((3, b"de".to_vec()))
+        );
+        let mut r = &buf[..];
+        let (v, tail) = read_with_tail::<(u32, Vec<u8>)>(&mut r, &mut s)
+            .unwrap()
+            .unwrap();
+        assert_eq!((v, tail), ((3, b"de".to_vec()), &b"tail"[..]));
+        let (v, tail) = read_with_tail::<(u32, Vec<u8>)>(&mut r, &mut s)
+            .unwrap()
+            .unwrap();
+        assert_eq!((v, tail), ((4, vec![]), &b""[..]));
         let huge = (u32::MAX).to_le_bytes();
         assert!(read::<(u32, Vec<u8>)>(&mut &huge[..], &mut s).is_err());
         assert!(read::<(u32, Vec<u8>)>(&mut &buf[..6], &mut s).is_err());

@@ -356,3 +356,57 @@ fn copies_the_index_does_not_know_are_linked_not_sent_again() {
     assert_eq!(inodes(&last), before, "not linked: {r}");
     assert_restores(&s, &last, &|_| false);
 }
+
+#[test]
+fn sealed_names_kept_in_the_index_are_checked_before_use() {
+    // The index keeps each file's sealed name so that an unchanged night seals none; a damaged one is
+    // sealed again, never used.
+    let s = Setup::new();
+    fill_share(&s.share);
+    s.local_config("");
+    s.backup_ok();
+    let index = s.dir.path().join("state/index/docs.idx");
+    let first = s.snapshots(&s.target)[0].clone();
+    let names: Vec<Vec<u8>> = tree_map(&first, &is_manifest_or_side)
+        .into_iter()
+        .filter(|(rel, _)| {
+            fs::metadata(first.join(std::ffi::OsStr::from_bytes(rel))).is_ok_and(|m| m.is_file())
+        })
+        .filter_map(|(rel, _)| rel.rsplit(|&b| b == b'/').next().map(<[u8]>::to_vec))
+        .filter(|n| !n.starts_with(b"_"))
+        .collect();
+    let count = names.len();
+    assert!(count >= 5, "{names:?}");
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let mut bytes = fs::read(&index).unwrap();
+    // Every file's but the symlink's (sealed as a file on the target, it has no index record).
+    let names: Vec<Vec<u8>> = names
+        .into_iter()
+        .filter(|n| find(&bytes, n).is_some())
+        .collect();
+    assert_eq!(
+        names.len() + 1,
+        count,
+        "sealed names missing from the index"
+    );
+    for n in &names {
+        if let Some(at) = find(&bytes, n) {
+            // Out of the base32 alphabet, same length: the record still reads.
+            bytes[at..at + n.len()].make_ascii_uppercase();
+        }
+    }
+    fs::write(&index, &bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = s.backup_ok();
+    assert_eq!(counter(&r, "files_read"), 0, "{r}");
+    let snaps = s.snapshots(&s.target);
+    assert_eq!(
+        inodes(&snaps[1]),
+        inodes(&first),
+        "names differ or not linked: {r}"
+    );
+    assert_restores(&s, &snaps[1], &|_| false);
+    // The run wrote the right names back.
+    let bytes = fs::read(&index).unwrap();
+    assert!(names.iter().all(|n| find(&bytes, n).is_some()));
+}

@@ -109,6 +109,20 @@ pub fn seal_name(keys: &Keys, parent: &[u8], name: &[u8]) -> Result<SealedName> 
     })
 }
 
+/// Whether `component` has the form [`seal_name`] gives a short name of `name_len` bytes: the length of
+/// the base32 of the padded name and its 16-byte tag, in the lowercase base32 alphabet. A check of a sealed
+/// name kept elsewhere (the backup's index caches them) against damage, not a proof that it is the name's.
+pub fn is_short_form(name_len: usize, component: &[u8]) -> bool {
+    if name_len == 0 || name_len > MAX_SHORT_NAME {
+        return false;
+    }
+    let sealed_len = 16 + (name_len / PAD + 1) * PAD;
+    component.len() == (sealed_len * 8).div_ceil(5)
+        && component
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+}
+
 /// For a long component (`_…`), the name of its side file; `None` for a short one.
 pub fn side_file_for(component: &str) -> Option<String> {
     component
@@ -264,6 +278,12 @@ mod tests {
                 s.bytes()
                     .all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c))
             );
+            assert!(is_short_form(len, s.as_bytes()), "{len}");
+            assert!(!is_short_form(len, &s.as_bytes()[1..]), "{len}");
+            assert!(!is_short_form(len + 16, s.as_bytes()), "{len}");
+            let mut bad = s.clone().into_bytes();
+            bad[3] = b'A';
+            assert!(!is_short_form(len, &bad), "{len}");
             assert_eq!(unseal_name(&k, b"", &s, None).unwrap(), name);
         }
         let l15 = seal_name(&k, b"", &[b'a'; 15]).unwrap().component().len();
