@@ -1386,7 +1386,7 @@ impl ShareRun<'_> {
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
         };
         // The entries as listed, in the batch's order (`entries[slot]` is `walked[slot - 1]`'s).
-        let entries = list.into_caller_order();
+        let entries = list.caller_order();
         self.retry_changed(
             &entries,
             &sources,
@@ -1486,7 +1486,7 @@ impl ShareRun<'_> {
     /// `outcomes` (slot = index in the batch's list in walk order, `walked[slot - 1]`), so the batch is recorded in walk order.
     async fn retry_changed(
         &self,
-        entries: &[FileEntry],
+        entries: &[&FileEntry],
         sources: &[Source],
         walked: &mut [Option<Walked>],
         outcomes: &mut [Outcome],
@@ -1519,7 +1519,7 @@ impl ShareRun<'_> {
                 else {
                     continue;
                 };
-                let mut entry = entries[slot].clone();
+                let mut entry = FileEntry::clone(entries[slot]);
                 let why = outcomes[slot].error.clone().unwrap_or_default();
                 if last {
                     if let Some(source) = keep_previous(&mut entry, w, &why) {
@@ -1556,7 +1556,7 @@ impl ShareRun<'_> {
                 } else if e.kind == rsync_wire::EntryKind::Dir
                     && tries.iter().any(|(_, f, _)| is_ancestor(&e.name, &f.name))
                 {
-                    list.push(e.clone());
+                    list.push(FileEntry::clone(e));
                     list_sources.push(Source::None);
                 }
             }
@@ -1670,7 +1670,11 @@ impl ShareRun<'_> {
         let (file, _len, _count) = m.finish().map_err(ctx)?;
         let identity = RelPath::new(sealed_identity(&self.share.name))
             .map_err(|e| Error::new("manifest name", e))?;
-        let options = SealOptions { compress: true };
+        // Not deflated: a manifest is a third 32-byte hashes, which do not compress, and deflating the
+        // rest cost an unchanged night of 100,000 files 55 ms of its ~650 ms CPU (8.0 MB sealed to 5.1 MB)
+        // for 3 MB less on the target per snapshot (BENCHMARKS.md, twelfth session). Sent as a delta
+        // against the previous one either way.
+        let options = SealOptions { compress: false };
         let keys = self.ctx.keys.clone();
         let tmp_dir = self.ctx.config.state_dir.join("tmp");
         // Sealed into a temporary file (not memory: it grows with the number of entries), then sent as is.

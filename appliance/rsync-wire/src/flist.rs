@@ -449,16 +449,16 @@ impl FileList {
         })
     }
 
-    /// The caller's entries back in the caller's order (without the implied `.`), moved, not copied.
-    pub fn into_caller_order(self) -> Vec<FileEntry> {
-        let mut v: Vec<(usize, FileEntry)> = self
-            .caller_index
-            .into_iter()
-            .zip(self.entries)
-            .filter_map(|(i, e)| Some((i?, e)))
-            .collect();
-        v.sort_unstable_by_key(|(i, _)| *i);
-        v.into_iter().map(|(_, e)| e).collect()
+    /// The caller's entries in the caller's order (without the implied `.`), borrowed: the `i`th is the
+    /// one the caller passed `i`th to [`FileList::new`].
+    pub fn caller_order(&self) -> Vec<&FileEntry> {
+        let mut order: Vec<Option<&FileEntry>> = vec![None; self.entries.len()];
+        for (i, e) in self.caller_index.iter().zip(&self.entries) {
+            if let Some(slot) = i.and_then(|i| order.get_mut(i)) {
+                *slot = Some(e);
+            }
+        }
+        order.into_iter().flatten().collect()
     }
 
     /// The list in the order of `protocol`: before 29, rsync sorts plain path
@@ -1034,9 +1034,9 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         let back: Vec<Vec<u8>> = list
-            .into_caller_order()
+            .caller_order()
             .into_iter()
-            .map(|e| e.name)
+            .map(|e| e.name.clone())
             .collect();
         assert_eq!(
             back,
