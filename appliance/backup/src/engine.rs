@@ -1445,11 +1445,12 @@ impl ShareRun<'_> {
                 if self.share.encrypt_names
                     && let Some(entry) = entries.get(slot)
                 {
-                    // The last component of its target path; kept only in the short form (a long name
-                    // also needs its side file, and is sealed again).
+                    // The last component of its target path, as sealed or checked by `Names::map`;
+                    // kept for short names only (a long name also needs its side file, and is sealed
+                    // again).
                     let component = entry.name.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
                     let name_len = w.rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
-                    if is_short_form(name_len, component) {
+                    if name_len <= seal::names::MAX_SHORT_NAME {
                         record.sealed_name = component.to_vec();
                     }
                 }

@@ -31,17 +31,26 @@ pub fn write_with_tail<T: Serialize>(
     scratch: &mut Vec<u8>,
 ) -> io::Result<()> {
     scratch.clear();
-    postcard::to_io(value, &mut *scratch).map_err(io::Error::other)?;
-    scratch.extend_from_slice(tail);
-    let len = scratch.len();
+    encode_with_tail(value, tail, scratch)?;
+    out.write_all(scratch)
+}
+
+/// Appends to `buf` the bytes [`write_with_tail`] writes: the record's length, then the record.
+pub fn encode_with_tail<T: Serialize>(value: &T, tail: &[u8], buf: &mut Vec<u8>) -> io::Result<()> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    postcard::to_io(value, &mut *buf).map_err(io::Error::other)?;
+    buf.extend_from_slice(tail);
+    let len = buf.len() - start - 4;
     if len > MAX_RECORD {
+        buf.truncate(start);
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "record too large",
         ));
     }
-    out.write_all(&(len as u32).to_le_bytes())?;
-    out.write_all(scratch)
+    buf[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
 }
 
 /// Reads the next record; `Ok(None)` at a clean end of the input.
