@@ -8,7 +8,7 @@
 # Usage: bash tests/bench/backup-ab.sh BIN [BIN...]
 #   FILES=100000 (files in the tree, made like `backup.sh`'s: 100-4,000 random bytes, 500 x 7 folders),
 #   ROUNDS=7 (rounds), BENCH_DIR=/tmp (a tmpfs keeps ext4's inode allocation out of it).
-# Each binary keeps its own state folder (its own index) and all push to the same target, one snapshot a run.
+# Each binary keeps its own state folder (its own index) and target folder, one snapshot a run.
 # Example, this tree against the last commit:
 #   git worktree add /tmp/before HEAD && (cd /tmp/before && cargo build --release -p offsite)
 #   cargo build --release -p offsite
@@ -35,12 +35,14 @@ for i in range(n):
         f.write(r.randbytes(r.randint(100, 4000)))
 PY
 
-# One config per binary: the same share and target, its own state folder.
+# One config per binary: the same share, its own state folder and target folder (each run's previous
+# snapshot is then one of the same binary, as on a box).
 cfg=$(config share "$work/tree" "$work/target")
 i=0
 for bin in "$@"; do
-  sed "s#state-share#state-$i#" "$cfg" > "$work/cfg.$i"
-  # The first run backs everything up (or, for the later binaries, finds it on the target): not timed.
+  mkdir -p "$work/target.$i"
+  sed -e "s#state-share#state-$i#" -e "s#$work/target\"#$work/target.$i\"#" "$cfg" > "$work/cfg.$i"
+  # The first run backs everything up, the second makes the index whole (names): neither is timed.
   for _ in 1 2; do
     "$bin" backup --config "$work/cfg.$i" > "$work/out" 2>&1 || { cat "$work/out" >&2; exit 1; }
   done
