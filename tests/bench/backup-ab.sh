@@ -25,15 +25,8 @@ work=$(mktemp -d "${BENCH_DIR:-/tmp}/backup-ab.XXXXXX")
 source tests/bench/sshd.sh
 "$1" keygen --key "$work/master.key" 2>/dev/null
 
-python3 - "$work/tree" "$files" <<'PY'
-import os, sys, random
-root, n = sys.argv[1], int(sys.argv[2]); r = random.Random(7)
-for i in range(n):
-    d = os.path.join(root, f"d{i % 500:03d}", f"e{i % 7}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{i:06d}.txt"), "wb") as f:
-        f.write(r.randbytes(r.randint(100, 4000)))
-PY
+source tests/bench/trees.sh
+small_tree "$work/tree" "$files"
 
 # One config per binary: the same share, its own state folder and target folder (each run's previous
 # snapshot is then one of the same binary, as on a box).

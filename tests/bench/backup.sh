@@ -44,17 +44,7 @@ row() { # label wall cpu rss wire [anchor-wall anchor-cpu]
 }
 header() { printf '%-44s %8s %8s %9s %13s %7s %7s\n' "$1" "wall s" "cpu s" "rss KiB" "wire bytes" "wall x" "cpu x"; }
 
-small_tree() { # dir count
-  python3 - "$1" "$2" <<'PY'
-import os, sys, random
-root, n = sys.argv[1], int(sys.argv[2]); r = random.Random(7)
-for i in range(n):
-    d = os.path.join(root, f"d{i % 500:03d}", f"e{i % 7}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{i:06d}.txt"), "wb") as f:
-        f.write(r.randbytes(r.randint(100, 4000)))
-PY
-}
+source tests/bench/trees.sh # small_tree
 
 if [ "$part" = files ]; then
   header "many small files (rsync: -a --link-dest)"

@@ -82,17 +82,7 @@ median() { # numbers... -> the median (no awk: mawk prints integers above 2^31 a
 warm() { find "$@" -type f -exec cat {} + > /dev/null; }
 ratio() { echo "$1 / $2" | bc -l; }
 randbytes() { { openssl enc -aes-128-ctr -nosalt -pass "pass:$2" -in /dev/zero 2>/dev/null || true; } | head -c "$1"; }
-small_tree() { # dir count
-  python3 - "$1" "$2" <<'PY'
-import os, sys, random
-root, n = sys.argv[1], int(sys.argv[2]); r = random.Random(7)
-for i in range(n):
-    d = os.path.join(root, f"d{i % 500:03d}", f"e{i % 7}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{i:06d}.txt"), "wb") as f:
-        f.write(r.randbytes(r.randint(100, 4000)))
-PY
-}
+source tests/bench/trees.sh # small_tree
 
 # --- Whole share: 40 % large random files (video), 30 % text documents, 30 % 400 KiB photos, and
 # FULL_FILES small files (backup.sh's mixed data set plus its small-file generator).

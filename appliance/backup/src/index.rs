@@ -336,17 +336,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_unchanged_index_is_not_rewritten_and_a_changed_one_is_exact() {
-        use std::os::unix::fs::MetadataExt;
-        let d = tempfile::tempdir().unwrap();
-        let h = IndexHeader {
+    fn header() -> IndexHeader {
+        IndexHeader {
             format: INDEX_FORMAT,
             key_id: [1; 8],
             encrypt: true,
             encrypt_names: true,
             compress: true,
-        };
+        }
+    }
+
+    #[test]
+    fn an_unchanged_index_is_not_rewritten_and_a_changed_one_is_exact() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let h = header();
         let write = |p: &Path, h: &IndexHeader, names: &[&str], size: u64| {
             let mut w = IndexWriter::create(p, h).unwrap();
             for name in names {
@@ -405,13 +409,7 @@ mod tests {
     fn merge_lookup_and_header_check() {
         let d = tempfile::tempdir().unwrap();
         let p = index_path(d.path(), "s");
-        let h = IndexHeader {
-            format: INDEX_FORMAT,
-            key_id: [1; 8],
-            encrypt: true,
-            encrypt_names: true,
-            compress: true,
-        };
+        let h = header();
         let mut w = IndexWriter::create(&p, &h).unwrap();
         for name in ["a", "a/b", "a-c", "z"] {
             let e = IndexEntry::new(name.into(), &stat(7), 99, [9; 32]);
