@@ -236,9 +236,7 @@ impl IndexWriter {
             scratch: Vec::new(),
             state,
         };
-        w.scratch.clear();
-        records::encode_with_tail(header, &[], &mut w.scratch)?;
-        w.put()?;
+        w.put(header, &[])?;
         Ok(w)
     }
 
@@ -252,13 +250,13 @@ impl IndexWriter {
     }
 
     pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
-        self.scratch.clear();
-        records::encode_with_tail(e, &e.sealed_name, &mut self.scratch)?;
-        self.put()
+        self.put(e, &e.sealed_name)
     }
 
-    /// Adds the record in `scratch`: compared with the old index while they are alike, written after.
-    fn put(&mut self) -> io::Result<()> {
+    /// Adds a record: compared with the old index while they are alike, written after.
+    fn put<T: Serialize>(&mut self, value: &T, tail: &[u8]) -> io::Result<()> {
+        self.scratch.clear();
+        records::encode_with_tail(value, tail, &mut self.scratch)?;
         if let WriteState::Same {
             old,
             same,

@@ -18,24 +18,15 @@ pub fn write<T: Serialize>(
     value: &T,
     scratch: &mut Vec<u8>,
 ) -> io::Result<()> {
-    write_with_tail(out, value, &[], scratch)
-}
-
-/// Appends one record made of `value` and then `tail`, raw bytes to the end of the record. A reader of
-/// `value` alone ([`read`]) does not see them: postcard takes what `value` needs and no more. This is how
-/// a record gains a trailing field without a new file format (the index's sealed names).
-pub fn write_with_tail<T: Serialize>(
-    out: &mut impl Write,
-    value: &T,
-    tail: &[u8],
-    scratch: &mut Vec<u8>,
-) -> io::Result<()> {
     scratch.clear();
-    encode_with_tail(value, tail, scratch)?;
+    encode_with_tail(value, &[], scratch)?;
     out.write_all(scratch)
 }
 
-/// Appends to `buf` the bytes [`write_with_tail`] writes: the record's length, then the record.
+/// Appends to `buf` one record as [`write`] writes it (its length, then the record) made of `value` and
+/// then `tail`, raw bytes to the end of the record. A reader of `value` alone ([`read`]) does not see
+/// them: postcard takes what `value` needs and no more. This is how a record gains a trailing field
+/// without a new file format (the index's sealed names).
 pub fn encode_with_tail<T: Serialize>(value: &T, tail: &[u8], buf: &mut Vec<u8>) -> io::Result<()> {
     let start = buf.len();
     buf.extend_from_slice(&[0; 4]);
@@ -61,7 +52,7 @@ pub fn read<T: DeserializeOwned>(
     Ok(read_with_tail(input, scratch)?.map(|(value, _)| value))
 }
 
-/// Reads the next record and what follows its value in it (see [`write_with_tail`]; empty for a record
+/// Reads the next record and what follows its value in it (see [`encode_with_tail`]; empty for a record
 /// written by [`write`]). `Ok(None)` at a clean end of the input.
 pub fn read_with_tail<'s, T: DeserializeOwned>(
     input: &mut impl Read,
@@ -118,7 +109,7 @@ mod tests {
         assert_eq!(read::<(u32, Vec<u8>)>(&mut r, &mut s).unwrap(), None);
         // A tail is invisible to a reader of the value alone, and comes back to one that asks.
         let mut buf = Vec::new();
-        write_with_tail(&mut buf, &(3u32, b"de".to_vec()), b"tail", &mut s).unwrap();
+        encode_with_tail(&(3u32, b"de".to_vec()), b"tail", &mut buf).unwrap();
         write(&mut buf, &(4u32, Vec::<u8>::new()), &mut s).unwrap();
         assert_eq!(
             read::<(u32, Vec<u8>)>(&mut &buf[..], &mut s).unwrap(),

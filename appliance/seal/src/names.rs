@@ -40,6 +40,11 @@ impl SealedName {
     }
 }
 
+/// A name's length once padded: the next multiple of [`PAD`] above it (the `0x80` marker always fits).
+fn padded_len(name_len: usize) -> usize {
+    (name_len / PAD + 1) * PAD
+}
+
 fn check_name(name: &[u8]) -> Result<()> {
     let why = if name.is_empty() {
         Some("empty")
@@ -85,7 +90,7 @@ fn long_hash(keys: &Keys, full: &str) -> String {
 /// share root).
 pub fn seal_name(keys: &Keys, parent: &[u8], name: &[u8]) -> Result<SealedName> {
     check_name(name)?;
-    let padded_len = (name.len() / PAD + 1) * PAD;
+    let padded_len = padded_len(name.len());
     let mut pt = Vec::with_capacity(padded_len);
     pt.extend_from_slice(name);
     pt.push(0x80);
@@ -116,7 +121,7 @@ pub fn is_short_form(name_len: usize, component: &[u8]) -> bool {
     if name_len == 0 || name_len > MAX_SHORT_NAME {
         return false;
     }
-    let sealed_len = 16 + (name_len / PAD + 1) * PAD;
+    let sealed_len = 16 + padded_len(name_len);
     component.len() == (sealed_len * 8).div_ceil(5)
         && component
             .iter()
