@@ -21,15 +21,8 @@ mkdir -p "$work/big" "$work/small"
 for i in $(seq 1 8); do
   { openssl enc -aes-128-ctr -nosalt -pass "pass:big$i" -in /dev/zero 2>/dev/null || true; } | head -c $((big_mib * 1024 * 1024 / 8)) > "$work/big/f$i.bin"
 done
-python3 - "$work/small" "$small_files" <<'PY'
-import os, sys, random
-root, n = sys.argv[1], int(sys.argv[2]); r = random.Random(7)
-for i in range(n):
-    d = os.path.join(root, f"d{i % 200:03d}", f"e{i % 7}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"file{i:06d}.txt"), "wb") as f:
-        f.write(r.randbytes(r.randint(100, 8000)))
-PY
+source tests/bench/trees.sh
+small_tree "$work/small" "$small_files" 200 8000
 cat "$work"/big/* > /dev/null
 
 measure() { # label -> prints "wall cpu"
