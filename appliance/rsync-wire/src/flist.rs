@@ -153,7 +153,7 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
             lossy(&name[..64])
         )));
     }
-    if name.contains(&0) {
+    if memchr::memchr(0, name).is_some() {
         return Err(Error::InvalidInput(format!(
             "name contains NUL: {}",
             lossy(name)
@@ -165,13 +165,18 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
             lossy(name)
         )));
     }
-    for comp in name.split(|&c| c == b'/') {
+    // The slashes are found with `memchr`: a batch's names are long (sealed components are 52 bytes or
+    // more), and a byte loop over them was 2-3 % of an unchanged night's CPU.
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'/', name).chain(std::iter::once(name.len())) {
+        let comp = &name[start..end];
         if comp.is_empty() || comp == b"." || comp == b".." {
             return Err(Error::InvalidInput(format!(
                 "name has an empty, '.' or '..' component: {}",
                 lossy(name)
             )));
         }
+        start = end + 1;
     }
     Ok(())
 }
@@ -370,6 +375,122 @@ fn f_name_walk_cmp(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> Ordering {
     }
 }
 
+/// The order of validated `entries` (one of them `.`) on the wire, as indexes: `f_name_cmp`'s order, made
+/// as a walk of the tree the names form. Each folder's entries are sorted by their own name only (files
+/// first, folders as if their name ended in `/`), and a folder's contents follow it: the order of
+/// [`f_name_sort_key`]'s keys, without comparing whole paths (a batch's paths are long sealed names that
+/// share their folders' part; sorting them whole was 7 % of an unchanged night's CPU). Checks that every
+/// parent folder is listed and that no name is there twice.
+fn wire_order(entries: &[FileEntry]) -> Result<Vec<usize>> {
+    let n = entries.len();
+    let root = entries
+        .iter()
+        .position(|e| e.name == b".")
+        .ok_or_else(|| Error::InvalidInput("no '.' in the list".into()))?;
+    let folders: std::collections::HashMap<&[u8], usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.is_dir())
+        .map(|(i, e)| (&e.name[..], i))
+        .collect();
+    // Each entry's folder and where its own name starts. Consecutive entries are mostly in one folder:
+    // the last one found is tried first.
+    let mut parent = vec![root; n];
+    let mut own = vec![0; n];
+    let mut last: Option<(&[u8], usize)> = None;
+    for (i, e) in entries.iter().enumerate() {
+        if i == root {
+            continue;
+        }
+        let (dir, _) = split(&e.name);
+        if dir.is_empty() {
+            continue;
+        }
+        own[i] = dir.len() + 1;
+        parent[i] = match last {
+            Some((d, p)) if d == dir => p,
+            _ => {
+                let Some(&p) = folders.get(dir) else {
+                    return Err(Error::InvalidInput(format!(
+                        "parent directory of {} is not in the list",
+                        lossy(&e.name)
+                    )));
+                };
+                last = Some((dir, p));
+                p
+            }
+        };
+    }
+    // The entries of each folder, together (`children[start[f]..start[f + 1]]`), each group sorted.
+    let mut start = vec![0; n + 1];
+    for (i, &p) in parent.iter().enumerate() {
+        if i != root {
+            start[p + 1] += 1;
+        }
+    }
+    for f in 0..n {
+        start[f + 1] += start[f];
+    }
+    let mut fill = start.clone();
+    let mut children = vec![0; n - 1];
+    for (i, &p) in parent.iter().enumerate() {
+        if i != root {
+            children[fill[p]] = i;
+            fill[p] += 1;
+        }
+    }
+    let own_name = |i: usize| &entries[i].name[own[i]..];
+    for f in 0..n {
+        let group = &mut children[start[f]..start[f + 1]];
+        if group.len() < 2 {
+            continue;
+        }
+        group.sort_unstable_by(|&a, &b| {
+            sibling_cmp(
+                own_name(a),
+                entries[a].is_dir(),
+                own_name(b),
+                entries[b].is_dir(),
+            )
+            .then(a.cmp(&b))
+        });
+        for w in group.windows(2) {
+            if own_name(w[0]) == own_name(w[1]) {
+                return Err(Error::InvalidInput(format!(
+                    "duplicate name: {}",
+                    lossy(&entries[w[0]].name)
+                )));
+            }
+        }
+    }
+    // Each folder, then its entries, depth first.
+    let mut order = Vec::with_capacity(n);
+    let mut stack = vec![root];
+    while let Some(i) = stack.pop() {
+        order.push(i);
+        stack.extend(children[start[i]..start[i + 1]].iter().rev());
+    }
+    Ok(order)
+}
+
+/// The order of two entries of one folder by their own names: files first, a folder's name compared as
+/// if it ended in `/` (the part of [`f_name_sort_key`]'s key that differs between them).
+fn sibling_cmp(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> Ordering {
+    match (a_dir, b_dir) {
+        (false, true) => Ordering::Less,
+        (true, false) => Ordering::Greater,
+        (false, false) => a.cmp(b),
+        (true, true) => {
+            let common = a.len().min(b.len());
+            a[..common].cmp(&b[..common]).then_with(|| {
+                let x = a.get(common).copied().unwrap_or(b'/');
+                let y = b.get(common).copied().unwrap_or(b'/');
+                x.cmp(&y)
+            })
+        }
+    }
+}
+
 /// A validated, sorted file list.
 #[derive(Debug, Clone)]
 pub struct FileList {
@@ -383,14 +504,16 @@ pub struct FileList {
 impl FileList {
     /// Validates and sorts the caller's entries. A missing `.` is added with
     /// `root_mtime` and mode 0755. Every parent directory must be listed.
-    pub fn new(entries: Vec<FileEntry>, root_mtime: i64) -> Result<Self> {
-        let mut v: Vec<(Option<usize>, FileEntry)> = Vec::with_capacity(entries.len() + 1);
+    pub fn new(mut entries: Vec<FileEntry>, root_mtime: i64) -> Result<Self> {
         let mut has_root = false;
-        for (i, e) in entries.into_iter().enumerate() {
+        for e in &entries {
             validate_name(&e.name)?;
             if e.name == b"." {
                 if !e.is_dir() {
                     return Err(Error::InvalidInput("'.' must be a directory".into()));
+                }
+                if has_root {
+                    return Err(Error::InvalidInput("duplicate name: .".into()));
                 }
                 has_root = true;
             }
@@ -408,43 +531,25 @@ impl FileList {
                     lossy(&e.name)
                 )));
             }
-            v.push((Some(i), e));
         }
+        let callers = entries.len();
         if !has_root {
-            v.push((None, FileEntry::dir(".", root_mtime, 0o755)));
+            entries.push(FileEntry::dir(".", root_mtime, 0o755));
         }
-        if v.len() > i32::MAX as usize / 2 {
+        if entries.len() > i32::MAX as usize / 2 {
             return Err(Error::InvalidInput("too many entries".into()));
         }
-        // Names are valid here, so the keys order as `f_name_cmp` does.
-        v.sort_by_cached_key(|(_, e)| f_name_sort_key(&e.name, e.is_dir()));
-        for w in v.windows(2) {
-            if w[0].1.name == w[1].1.name {
-                return Err(Error::InvalidInput(format!(
-                    "duplicate name: {}",
-                    lossy(&w[0].1.name)
-                )));
-            }
+        let order = wire_order(&entries)?;
+        let caller_index = order.iter().map(|&i| (i < callers).then_some(i)).collect();
+        let mut sorted = Vec::with_capacity(entries.len());
+        for &i in &order {
+            sorted.push(std::mem::replace(
+                &mut entries[i],
+                FileEntry::dir(Vec::new(), 0, 0),
+            ));
         }
-        // Parent directories must be present.
-        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-        for (_, e) in &v {
-            if e.is_dir() {
-                dirs.insert(&e.name);
-            }
-        }
-        for (_, e) in &v {
-            let (d, _) = split(&e.name);
-            if !d.is_empty() && !dirs.contains(d) {
-                return Err(Error::InvalidInput(format!(
-                    "parent directory of {} is not in the list",
-                    lossy(&e.name)
-                )));
-            }
-        }
-        let (caller_index, entries) = v.into_iter().unzip();
         Ok(FileList {
-            entries,
+            entries: sorted,
             caller_index,
         })
     }
@@ -1007,6 +1112,78 @@ mod tests {
             );
         }
         assert!(checked > 50_000, "too few valid names: {checked}");
+    }
+
+    #[test]
+    fn the_wire_order_is_the_sort_keys_order() {
+        let alphabet = b"ab.!-/~\x01\xff";
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
+        for round in 0..300 {
+            // A random tree: names of 1-3 characters, folders up to four deep.
+            let mut entries = vec![FileEntry::dir(".", 0, 0o755)];
+            let mut folders: Vec<Vec<u8>> = vec![Vec::new()];
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..(next() % 60) {
+                let parent = folders[(next() % folders.len() as u64) as usize].clone();
+                let mut name = parent.clone();
+                if !name.is_empty() {
+                    name.push(b'/');
+                }
+                for _ in 0..1 + next() % 3 {
+                    let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                    name.push(if c == b'/' { b'x' } else { c });
+                }
+                if name == b"." || validate_name(&name).is_err() || !seen.insert(name.clone()) {
+                    continue;
+                }
+                if next().is_multiple_of(3) && name.iter().filter(|&&c| c == b'/').count() < 3 {
+                    folders.push(name.clone());
+                    entries.push(FileEntry::dir(name, 0, 0o755));
+                } else {
+                    entries.push(FileEntry::file(name, 1, 0, 0o644));
+                }
+            }
+            // In a shuffled order, folders before or after their contents.
+            for i in (1..entries.len()).rev() {
+                entries.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            let mut want = entries.clone();
+            want.sort_by_key(|e| f_name_sort_key(&e.name, e.is_dir()));
+            let got = FileList::new(entries.clone(), 0).unwrap();
+            assert_eq!(got.entries, want, "round {round}");
+            let back: Vec<&FileEntry> = got.caller_order();
+            assert_eq!(back, entries.iter().collect::<Vec<_>>(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn every_parent_must_be_listed_as_a_folder_and_names_once() {
+        let f = |n: &str| FileEntry::file(n, 1, 0, 0o644);
+        let d = |n: &str| FileEntry::dir(n, 0, 0o755);
+        let ok = |v: Vec<FileEntry>| FileList::new(v, 0).map(|l| l.entries.len());
+        assert_eq!(
+            ok(vec![d("a"), d("a/b"), f("a/b/c"), f("a/x"), f("y")]).unwrap(),
+            6
+        );
+        assert_eq!(
+            ok(vec![f("a/b/c"), d("a/b"), d("a"), d("ab"), f("ab/z")]).unwrap(),
+            6
+        );
+        let missing = [
+            vec![d("a"), f("a/b/c")],
+            vec![f("a"), f("a/b")],
+            vec![d("ab"), f("a/x")],
+            vec![d("a-"), d("a"), f("a-/b/c")],
+            vec![d("b"), d("a/b"), f("a/b/c")],
+        ];
+        for v in missing {
+            let e = FileList::new(v.clone(), 0).unwrap_err().to_string();
+            assert!(e.contains("is not in the list"), "{v:?}: {e}");
+        }
+        for v in [vec![f("a"), f("a")], vec![d("a"), d("a"), f("a/x")]] {
+            let e = FileList::new(v.clone(), 0).unwrap_err().to_string();
+            assert!(e.contains("duplicate name"), "{v:?}: {e}");
+        }
     }
 
     #[test]
