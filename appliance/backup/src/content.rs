@@ -7,10 +7,12 @@
 //! file, whatever its size. Small files are read and sealed in one blocking call (a thread round trip per
 //! small read would dominate).
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,9 +56,55 @@ pub struct FileSpec {
     /// What the walk saw: the file must still look like this when it is read.
     pub stat: Stat,
     /// `Some` for sealed content: the identity it is sealed under.
-    pub sealed_as: Option<RelPath>,
+    /// For sealed content, where in `path` the identity it is sealed under starts (its path relative to
+    /// the share; see [`FileSpec::sealed_as`]). An offset, not a copy: most files of a night are never
+    /// read.
+    pub sealed_from: Option<usize>,
     /// The size announced in the file list.
     pub remote_size: RemoteSize,
+}
+
+impl FileSpec {
+    /// A share file at `root`/`rel`, sealed under `rel` when `sealed`.
+    pub fn in_share(
+        root: &Path,
+        rel: &[u8],
+        sealed: bool,
+        stat: Stat,
+        remote_size: RemoteSize,
+    ) -> Self {
+        // At its final size at once (`Path::join` grows a copy of the root: a reallocation per file).
+        let mut path = PathBuf::with_capacity(root.as_os_str().len() + 1 + rel.len());
+        path.push(root);
+        path.push(OsStr::from_bytes(rel));
+        let sealed_from = sealed.then(|| path.as_os_str().len() - rel.len());
+        FileSpec {
+            path,
+            stat,
+            sealed_from,
+            remote_size,
+        }
+    }
+
+    /// Whether the content is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed_from.is_some()
+    }
+
+    /// The identity sealed content is sealed under; `None` for plain content.
+    pub fn sealed_as(&self) -> Option<io::Result<RelPath>> {
+        let from = self.sealed_from?;
+        let rel = self
+            .path
+            .as_os_str()
+            .as_bytes()
+            .get(from..)
+            .unwrap_or_default();
+        Some(
+            RelPath::new(rel)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string())),
+        )
+    }
 }
 
 /// The size a file's entry announces in the rsync file list.
@@ -153,10 +201,9 @@ fn open_counted(spec: &FileSpec, counters: &ReadCounters) -> io::Result<File> {
 }
 
 /// The identity a sealed share file is sealed under.
-fn sealed_identity(spec: &FileSpec) -> io::Result<&RelPath> {
-    spec.sealed_as
-        .as_ref()
-        .ok_or_else(|| io::Error::other("not a sealed file"))
+fn sealed_identity(spec: &FileSpec) -> io::Result<RelPath> {
+    spec.sealed_as()
+        .unwrap_or_else(|| Err(io::Error::other("not a sealed file")))
 }
 
 /// Counts plaintext bytes as they are read.
@@ -223,7 +270,7 @@ fn produce_with(
     buf: &mut [u8],
 ) -> io::Result<(u64, [u8; 32])> {
     let limit = spec.remote_size.announced();
-    let (produced, hash) = match &spec.sealed_as {
+    let (produced, hash) = match spec.sealed_as().transpose()? {
         Some(rel) => {
             // Large files seal on two threads: this one, which also reads and chunks, and a worker (same
             // output).
@@ -232,7 +279,7 @@ fn produce_with(
             } else {
                 1
             };
-            let mut sealer = Sealer::new(keys, rel, options, &mut input).with_threads(threads);
+            let mut sealer = Sealer::new(keys, &rel, options, &mut input).with_threads(threads);
             let produced = pass_on(&mut sealer, buf, limit, sink, |_| {})?;
             (produced, sealer.stats().mac)
         }
@@ -295,7 +342,7 @@ pub fn seal_small(
     let file = open_counted(spec, counters)?;
     let mut input = Counted::new(&file, counters);
     let mut out = Vec::with_capacity(spec.stat.size as usize + 256);
-    let stats = seal::seal(keys, rel, options, &mut input, &mut out)?;
+    let stats = seal::seal(keys, &rel, options, &mut input, &mut out)?;
     let after = file.metadata()?;
     if !same_file(&after, &spec.stat) || input.total != spec.stat.size {
         return Err(changed("while it was read"));
@@ -316,7 +363,7 @@ pub fn sealed_size(
     let rel = sealed_identity(spec)?;
     let file = open_counted(spec, counters)?;
     let input = Counted::new(&file, counters);
-    seal::sealed_len(keys, rel, options, input)
+    seal::sealed_len(keys, &rel, options, input)
 }
 
 /// The content of one batch, as the rsync sender asks for it.

@@ -31,7 +31,9 @@ use seal::{Keys, MasterKey, RelPath, SealOptions};
 use crate::Error;
 use crate::config::{Config, ShareConfig};
 use crate::content::{BatchContent, FileSpec, Outcome, ReadCounters, RemoteSize, Source};
-use crate::index::{INDEX_FORMAT, IndexEntry, IndexHeader, IndexReader, IndexWriter, index_path};
+use crate::index::{
+    INDEX_FORMAT, IndexEntry, IndexHeader, IndexReader, IndexRecord, IndexWriter, index_path,
+};
 use crate::manifest::{
     EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntry, ManifestHeader, ManifestWriter,
     sealed_identity,
@@ -375,10 +377,10 @@ fn look_again(
     let mut fresh = FileSpec {
         path: spec.path.clone(),
         stat,
-        sealed_as: spec.sealed_as.clone(),
+        sealed_from: spec.sealed_from,
         remote_size: RemoteSize::Unknown,
     };
-    fresh.remote_size = match remote_size(&fresh.stat, fresh.sealed_as.is_some(), sizing) {
+    fresh.remote_size = match remote_size(&fresh.stat, fresh.is_sealed(), sizing) {
         RemoteSize::Unknown => RemoteSize::Exact(crate::content::sealed_size(
             &fresh, keys, options, counters,
         )?),
@@ -784,7 +786,6 @@ fn add_entry(
         None
     };
     let cached = recorded
-        .as_ref()
         .map(|r| &r.sealed_name[..])
         .filter(|n| !n.is_empty());
     let (remote, side) = names.map(&e.rel, cached).map_err(|why| fail(&e.rel, why))?;
@@ -860,12 +861,7 @@ fn add_entry(
         Kind::File => {
             counts.files += 1;
             counts.bytes += st.size;
-            let sealed_as = if share.encrypt {
-                Some(RelPath::new(e.rel.clone()).map_err(|x| fail(&e.rel, x.to_string()))?)
-            } else {
-                None
-            };
-            let known = match &recorded {
+            let known = match recorded {
                 Some(ix) if ix.matches(st) => {
                     counts.unchanged += 1;
                     Some((ix.remote_size, ix.hash))
@@ -875,7 +871,7 @@ fn add_entry(
             // The record is kept for a changed file only: it is also what the file falls back to if it
             // keeps changing while read.
             let recorded = if known.is_none() {
-                recorded.map(Box::new)
+                recorded.map(|r| Box::new(r.clone()))
             } else {
                 None
             };
@@ -891,12 +887,18 @@ fn add_entry(
             };
             let entry = FileEntry::file(remote, remote_size.announced(), st.mtime, st.perms)
                 .with_nsec(sent_nsec);
-            let spec = FileSpec {
-                path: e.path,
-                stat: e.stat.clone(),
-                sealed_as,
+            // A file to read must have a path it can be sealed under (checked now, so a bad one is
+            // skipped before the push; a file known from the index passed this when it was read).
+            if share.encrypt && known.is_none() {
+                RelPath::new(&e.rel[..]).map_err(|x| fail(&e.rel, x.to_string()))?;
+            }
+            let spec = FileSpec::in_share(
+                &share.path,
+                &e.rel,
+                share.encrypt,
+                e.stat.clone(),
                 remote_size,
-            };
+            );
             batch.push(
                 entry,
                 Source::File(spec),
@@ -1381,8 +1383,9 @@ impl ShareRun<'_> {
             sources,
             outcomes,
         } = batch;
+        // Final at the goodbye: nothing writes them any more.
         let mut outcomes = match outcomes.lock() {
-            Ok(o) => o.clone(),
+            Ok(mut o) => std::mem::take(&mut *o),
             Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
         };
         // The entries as listed, in the batch's order (`entries[slot]` is `walked[slot - 1]`'s).
@@ -1441,7 +1444,7 @@ impl ShareRun<'_> {
             if w.kind == EntryKind::File
                 && let Some(index) = self.index.as_mut()
             {
-                let mut record = IndexEntry::new(w.rel.clone(), st, remote_size, hash);
+                let mut sealed_name: &[u8] = &[];
                 if self.share.encrypt_names
                     && let Some(entry) = entries.get(slot)
                 {
@@ -1451,11 +1454,14 @@ impl ShareRun<'_> {
                     let component = entry.name.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
                     let name_len = w.rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
                     if name_len <= seal::names::MAX_SHORT_NAME {
-                        record.sealed_name = component.to_vec();
+                        sealed_name = component;
                     }
                 }
                 index
-                    .push(&record)
+                    .push_record(
+                        &IndexRecord::new(&w.rel, st, remote_size, hash),
+                        sealed_name,
+                    )
                     .map_err(|e| Error::new("writing the index", e))?;
             }
             if let Some(m) = self.manifest.as_mut() {
@@ -1710,7 +1716,7 @@ impl ShareRun<'_> {
         let spec = FileSpec {
             path: sealed_file.path().to_owned(),
             stat: Stat::of(&meta),
-            sealed_as: None,
+            sealed_from: None,
             remote_size: RemoteSize::Exact(len),
         };
         let sources = Arc::new(vec![Source::None, Source::File(spec)]);

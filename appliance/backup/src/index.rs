@@ -54,6 +54,39 @@ pub struct IndexEntry {
     pub sealed_name: Vec<u8>,
 }
 
+/// An index record as [`IndexWriter::push_record`] takes it: the fields of [`IndexEntry`] but the sealed
+/// name, borrowed (the engine records a file from what its batch holds, without copying its path).
+/// Encodes as an [`IndexEntry`] does.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IndexRecord<'a> {
+    #[serde(borrow)]
+    pub path: &'a [u8],
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
+    pub ino: u64,
+    pub remote_size: u64,
+    pub hash: [u8; 32],
+}
+
+impl<'a> IndexRecord<'a> {
+    pub fn new(path: &'a [u8], stat: &Stat, remote_size: u64, hash: [u8; 32]) -> IndexRecord<'a> {
+        IndexRecord {
+            path,
+            size: stat.size,
+            mtime: stat.mtime,
+            mtime_nsec: stat.mtime_nsec,
+            ctime: stat.ctime,
+            ctime_nsec: stat.ctime_nsec,
+            ino: stat.ino,
+            remote_size,
+            hash,
+        }
+    }
+}
+
 impl IndexEntry {
     pub fn new(path: Vec<u8>, stat: &Stat, remote_size: u64, hash: [u8; 32]) -> IndexEntry {
         IndexEntry {
@@ -68,6 +101,22 @@ impl IndexEntry {
             hash,
             sealed_name: Vec::new(),
         }
+    }
+
+    /// Makes this entry `r` with `sealed_name`, in the buffers it has.
+    fn set(&mut self, r: &IndexRecord<'_>, sealed_name: &[u8]) {
+        self.path.clear();
+        self.path.extend_from_slice(r.path);
+        self.size = r.size;
+        self.mtime = r.mtime;
+        self.mtime_nsec = r.mtime_nsec;
+        self.ctime = r.ctime;
+        self.ctime_nsec = r.ctime_nsec;
+        self.ino = r.ino;
+        self.remote_size = r.remote_size;
+        self.hash = r.hash;
+        self.sealed_name.clear();
+        self.sealed_name.extend_from_slice(sealed_name);
     }
 
     /// The same entry with the sealed form of its name (see [`IndexEntry::sealed_name`]).
@@ -96,7 +145,11 @@ pub fn index_path(state_dir: &Path, share: &str) -> PathBuf {
 /// Reads the previous index alongside the walk.
 pub struct IndexReader {
     input: Option<BufReader<File>>,
-    next: Option<IndexEntry>,
+    /// The next record (when `has_next`), read into the same buffers record after record.
+    next: IndexEntry,
+    has_next: bool,
+    /// `next` was returned by [`IndexReader::lookup`]: the next lookup reads on first.
+    returned: bool,
     scratch: Vec<u8>,
     /// Why the old index is not used (missing is not a problem and gives `None`).
     pub problem: Option<String>,
@@ -108,7 +161,9 @@ impl IndexReader {
     pub fn open(path: &Path, expected: &IndexHeader) -> IndexReader {
         let mut r = IndexReader {
             input: None,
-            next: None,
+            next: IndexEntry::new(Vec::new(), &Stat::default(), 0, [0; 32]),
+            has_next: false,
+            returned: false,
             scratch: Vec::new(),
             problem: None,
             usable: false,
@@ -149,45 +204,49 @@ impl IndexReader {
 
     fn advance(&mut self) {
         let Some(input) = self.input.as_mut() else {
-            self.next = None;
+            self.has_next = false;
             return;
         };
-        match records::read_with_tail::<IndexEntry>(input, &mut self.scratch) {
-            Ok(Some((mut e, sealed_name))) => {
-                e.sealed_name = sealed_name.to_vec();
+        match records::read_with_tail::<IndexRecord>(input, &mut self.scratch) {
+            Ok(Some((r, sealed_name))) => {
                 // Out of order means corrupt: stop using it rather than give wrong answers.
-                if let Some(prev) = &self.next
-                    && walk_cmp(&prev.path, &e.path) != Ordering::Less
-                {
+                if self.has_next && walk_cmp(&self.next.path, r.path) != Ordering::Less {
                     self.problem = Some("index records out of order; ignoring the rest".into());
-                    self.next = None;
+                    self.has_next = false;
                     self.input = None;
                     return;
                 }
-                self.next = Some(e);
+                self.next.set(&r, sealed_name);
+                self.has_next = true;
             }
             Ok(None) => {
-                self.next = None;
+                self.has_next = false;
                 self.input = None;
             }
             Err(e) => {
                 self.problem = Some(format!("index unreadable: {e}; ignoring the rest"));
-                self.next = None;
+                self.has_next = false;
                 self.input = None;
             }
         }
     }
 
-    /// The record for `path`; paths must be asked in walk order.
-    pub fn lookup(&mut self, path: &[u8]) -> Option<IndexEntry> {
+    /// The record of `path`, if the index has one. Paths must be asked in walk order (each record is read
+    /// once, and the one returned is valid until the next call).
+    pub fn lookup(&mut self, path: &[u8]) -> Option<&IndexEntry> {
+        if self.returned {
+            self.returned = false;
+            self.advance();
+        }
         loop {
-            let ord = walk_cmp(&self.next.as_ref()?.path, path);
-            match ord {
+            if !self.has_next {
+                return None;
+            }
+            match walk_cmp(&self.next.path, path) {
                 Ordering::Less => self.advance(),
                 Ordering::Equal => {
-                    let found = self.next.take();
-                    self.advance();
-                    return found;
+                    self.returned = true;
+                    return Some(&self.next);
                 }
                 Ordering::Greater => return None,
             }
@@ -251,6 +310,11 @@ impl IndexWriter {
 
     pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
         self.put(e, &e.sealed_name)
+    }
+
+    /// Adds a record given by borrowed parts, with its sealed name (see [`IndexEntry::sealed_name`]).
+    pub fn push_record(&mut self, r: &IndexRecord<'_>, sealed_name: &[u8]) -> io::Result<()> {
+        self.put(r, sealed_name)
     }
 
     /// Adds a record: compared with the old index while they are alike, written after.
@@ -401,6 +465,16 @@ mod tests {
             1,
             "temporary files left"
         );
+    }
+
+    #[test]
+    fn a_borrowed_record_encodes_as_an_entry() {
+        let e = IndexEntry::new(b"a/b c".to_vec(), &stat(7), 99, [9; 32]).with_sealed_name(b"xyz");
+        let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
+        records::encode_with_tail(&e, &e.sealed_name, &mut owned).unwrap();
+        let r = IndexRecord::new(&e.path, &stat(7), 99, [9; 32]);
+        records::encode_with_tail(&r, b"xyz", &mut borrowed).unwrap();
+        assert_eq!(owned, borrowed);
     }
 
     #[test]

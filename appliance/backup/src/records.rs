@@ -6,8 +6,8 @@
 
 use std::io::{self, Read, Write};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Longest record accepted: a 4096-byte path, a 4096-byte symlink target and the fixed fields.
 pub const MAX_RECORD: usize = 16 * 1024;
@@ -54,7 +54,7 @@ pub fn read<T: DeserializeOwned>(
 
 /// Reads the next record and what follows its value in it (see [`encode_with_tail`]; empty for a record
 /// written by [`write`]). `Ok(None)` at a clean end of the input.
-pub fn read_with_tail<'s, T: DeserializeOwned>(
+pub fn read_with_tail<'s, T: Deserialize<'s>>(
     input: &mut impl Read,
     scratch: &'s mut Vec<u8>,
 ) -> io::Result<Option<(T, &'s [u8])>> {

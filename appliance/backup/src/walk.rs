@@ -7,14 +7,24 @@
 //! Symlinks are recorded as links and never followed, so loops cannot happen and nothing outside the share
 //! is read. Fifos, sockets and devices are reported and skipped. Entries that cannot be read are reported
 //! and skipped; the walk goes on.
+//!
+//! Every entry of an unchanged night costs this walk and little else, so it is lean: each folder is opened
+//! once and its entries are looked up relative to it (`statx` on the folder's descriptor: the kernel
+//! resolves one component instead of the whole path), its names are read with `getdents64` into one buffer
+//! (no allocation per name), and an entry's path relative to the share is its only allocation. Folders
+//! deeper than [`OPEN_LEVELS`] are reached by their full path, so a deep tree cannot run out of descriptors.
 
 use std::cmp::Ordering;
-use std::ffi::OsString;
+use std::ffi::{CStr, OsStr};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Statx, StatxFlags};
 
 use crate::exclude::Excludes;
 
@@ -27,7 +37,7 @@ pub enum Kind {
 }
 
 /// The metadata of one entry that the engine needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stat {
     pub size: u64,
     pub mtime: i64,
@@ -52,15 +62,27 @@ impl Stat {
             perms: meta.mode() & 0o7777,
         }
     }
+
+    /// From what `statx` found (the same fields as [`Stat::of`] takes from the standard library's).
+    fn of_statx(x: &Statx) -> Stat {
+        Stat {
+            size: x.stx_size,
+            mtime: x.stx_mtime.tv_sec,
+            mtime_nsec: x.stx_mtime.tv_nsec,
+            ctime: x.stx_ctime.tv_sec,
+            ctime_nsec: x.stx_ctime.tv_nsec,
+            ino: x.stx_ino,
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            perms: u32::from(x.stx_mode) & 0o7777,
+        }
+    }
 }
 
 /// One entry of the share.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Path relative to the share root, `/`-separated bytes.
+    /// Path relative to the share root, `/`-separated bytes (on disk: the share's path joined with it).
     pub rel: Vec<u8>,
-    /// Where it is on disk.
-    pub path: PathBuf,
     pub kind: Kind,
     pub stat: Stat,
 }
@@ -76,28 +98,95 @@ pub enum Item {
     },
 }
 
+/// Folders up to this depth keep their descriptor open while their entries are walked; deeper ones are
+/// reached by their full path, so a walk holds at most this many descriptors.
+const OPEN_LEVELS: usize = 64;
+
+/// What `statx` is asked for: the fields of [`Stat`] and the file type.
+const STATX_WANTED: StatxFlags = StatxFlags::TYPE
+    .union(StatxFlags::MODE)
+    .union(StatxFlags::INO)
+    .union(StatxFlags::SIZE)
+    .union(StatxFlags::MTIME)
+    .union(StatxFlags::CTIME);
+
+/// Bytes read from a folder per `getdents64` call.
+const LISTING_BUFFER: usize = 32 * 1024;
+
+/// One folder being walked.
 struct Frame {
+    /// Its path relative to the share root.
     rel: Vec<u8>,
-    dir: PathBuf,
-    /// Remaining names, sorted descending so `pop` yields them in order.
-    names: Vec<OsString>,
+    /// Its path on disk: how entries are reached when `fd` is `None`.
+    path: PathBuf,
+    /// The open folder, for the folders within [`OPEN_LEVELS`].
+    fd: Option<OwnedFd>,
+    /// Its entries' names, each followed by a NUL.
+    names: Vec<u8>,
+    /// Where each name starts in `names` and its length, sorted descending so `pop` yields them in order.
+    order: Vec<(u32, u32)>,
+}
+
+impl Frame {
+    /// Opens folder `path` (through `at` and `name` when the parent folder is open) and reads its names.
+    fn open(
+        rel: Vec<u8>,
+        path: PathBuf,
+        at: Option<(BorrowedFd<'_>, &CStr)>,
+        keep_open: bool,
+        follow: bool,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> io::Result<Frame> {
+        let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if !follow {
+            flags |= OFlags::NOFOLLOW;
+        }
+        let fd = match at {
+            Some((dir, name)) => rustix::fs::openat(dir, name, flags, Mode::empty())?,
+            None => rustix::fs::openat(CWD, &path, flags, Mode::empty())?,
+        };
+        let mut names = Vec::new();
+        let mut order = Vec::new();
+        let mut listing = RawDir::new(fd.as_fd(), buf);
+        while let Some(entry) = listing.next() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let start = u32::try_from(names.len())
+                .map_err(|_| io::Error::other("the folder's names take more than 4 GiB"))?;
+            names.extend_from_slice(name);
+            names.push(0);
+            // A name from `getdents64` is at most 255 bytes.
+            order.push((start, name.len() as u32));
+        }
+        order.sort_unstable_by(|a, b| name_at(&names, *b).cmp(name_at(&names, *a)));
+        Ok(Frame {
+            rel,
+            path,
+            fd: keep_open.then_some(fd),
+            names,
+            order,
+        })
+    }
+}
+
+fn name_at(names: &[u8], (start, len): (u32, u32)) -> &[u8] {
+    &names[start as usize..][..len as usize]
 }
 
 /// The depth-first walk of one share.
 pub struct Walker {
     excludes: Excludes,
     stack: Vec<Frame>,
+    /// The `getdents64` buffer, shared by every folder's listing.
+    buf: Vec<MaybeUninit<u8>>,
+    /// False once `statx` is known to be missing (kernels before 4.11): entries are then looked up with
+    /// the standard library's `lstat` by full path.
+    statx: bool,
     /// The share root's own attributes (it is the snapshot folder's `.`).
     pub root: Stat,
-}
-
-fn read_sorted(dir: &Path) -> io::Result<Vec<OsString>> {
-    let mut names = Vec::new();
-    for item in fs::read_dir(dir)? {
-        names.push(item?.file_name());
-    }
-    names.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
-    Ok(names)
 }
 
 impl Walker {
@@ -110,17 +199,129 @@ impl Walker {
                 "the share path is not a folder",
             ));
         }
-        let names = read_sorted(root)?;
+        let mut buf = vec![MaybeUninit::uninit(); LISTING_BUFFER];
+        let frame = Frame::open(Vec::new(), root.to_owned(), None, true, true, &mut buf)?;
         Ok(Walker {
             excludes,
-            stack: vec![Frame {
-                rel: Vec::new(),
-                dir: root.to_owned(),
-                names,
-            }],
+            stack: vec![frame],
+            buf,
+            statx: true,
             root: Stat::of(&meta),
         })
     }
+}
+
+/// What looking at one name found.
+enum Found {
+    /// Nothing to yield (gone, or excluded).
+    Nothing,
+    Entry(Entry, Option<Frame>),
+    Skipped(String),
+}
+
+impl Walker {
+    /// Looks at the next name of the innermost folder; `None` when that folder is done.
+    fn step(&mut self) -> Option<(Vec<u8>, Found)> {
+        let Walker {
+            excludes,
+            stack,
+            buf,
+            statx,
+            ..
+        } = self;
+        let depth = stack.len();
+        let frame = stack.last_mut()?;
+        let at = frame.order.pop()?;
+        let name = name_at(&frame.names, at);
+        let mut rel = Vec::with_capacity(frame.rel.len() + 1 + name.len());
+        rel.extend_from_slice(&frame.rel);
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name);
+        let Ok(cname) = CStr::from_bytes_until_nul(&frame.names[at.0 as usize..]) else {
+            return Some((rel, Found::Skipped("a name without its end".into())));
+        };
+        let fd = frame.fd.as_ref().map(|fd| fd.as_fd());
+        let looked = match fd.filter(|_| *statx) {
+            Some(dir) => {
+                match rustix::fs::statx(dir, cname, AtFlags::SYMLINK_NOFOLLOW, STATX_WANTED) {
+                    Ok(x) => Ok((
+                        FileType::from_raw_mode(u32::from(x.stx_mode)),
+                        Stat::of_statx(&x),
+                    )),
+                    Err(rustix::io::Errno::NOSYS) => {
+                        *statx = false;
+                        lstat(&frame.path.join(OsStr::from_bytes(name)))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            None => lstat(&frame.path.join(OsStr::from_bytes(name))),
+        };
+        let (ft, stat) = match looked {
+            Ok(found) => found,
+            // Gone between the listing and now: nothing to back up, nothing to report.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some((rel, Found::Nothing)),
+            Err(e) => return Some((rel, Found::Skipped(e.to_string()))),
+        };
+        let is_dir = ft == FileType::Directory;
+        if excludes.is_excluded(&rel, is_dir) {
+            return Some((rel, Found::Nothing));
+        }
+        let (kind, below) = match ft {
+            FileType::RegularFile => (Kind::File, None),
+            FileType::Directory => {
+                let path = frame.path.join(OsStr::from_bytes(name));
+                let keep_open = depth < OPEN_LEVELS;
+                match Frame::open(
+                    rel.clone(),
+                    path,
+                    fd.map(|d| (d, cname)),
+                    keep_open,
+                    false,
+                    buf,
+                ) {
+                    Ok(below) => (Kind::Dir, Some(below)),
+                    Err(e) => {
+                        return Some((rel, Found::Skipped(format!("cannot list the folder: {e}"))));
+                    }
+                }
+            }
+            FileType::Symlink => {
+                let target = match fd {
+                    Some(dir) => rustix::fs::readlinkat(dir, cname, Vec::new())
+                        .map(|t| t.into_bytes())
+                        .map_err(io::Error::from),
+                    None => fs::read_link(frame.path.join(OsStr::from_bytes(name)))
+                        .map(|t| t.into_os_string().into_encoded_bytes()),
+                };
+                match target {
+                    Ok(t) if !t.is_empty() => (Kind::Symlink(t), None),
+                    Ok(_) => {
+                        return Some((rel, Found::Skipped("symlink with an empty target".into())));
+                    }
+                    Err(e) => return Some((rel, Found::Skipped(e.to_string()))),
+                }
+            }
+            other => {
+                let what = match other {
+                    FileType::Fifo => "a fifo",
+                    FileType::Socket => "a socket",
+                    FileType::BlockDevice | FileType::CharacterDevice => "a device",
+                    _ => "a special file",
+                };
+                return Some((rel, Found::Skipped(format!("{what}: not backed up"))));
+            }
+        };
+        Some((Vec::new(), Found::Entry(Entry { rel, kind, stat }, below)))
+    }
+}
+
+/// The standard library's `lstat`: where `statx` is missing, and for folders beyond [`OPEN_LEVELS`].
+fn lstat(path: &Path) -> io::Result<(FileType, Stat)> {
+    let meta = fs::symlink_metadata(path)?;
+    Ok((FileType::from_raw_mode(meta.mode()), Stat::of(&meta)))
 }
 
 impl Iterator for Walker {
@@ -128,90 +329,21 @@ impl Iterator for Walker {
 
     fn next(&mut self) -> Option<Item> {
         loop {
-            let frame = self.stack.last_mut()?;
-            let Some(name) = frame.names.pop() else {
-                self.stack.pop();
+            let Some((rel, found)) = self.step() else {
+                // The innermost folder is done (or there is none left).
+                self.stack.pop()?;
                 continue;
             };
-            let mut rel = frame.rel.clone();
-            if !rel.is_empty() {
-                rel.push(b'/');
+            match found {
+                Found::Nothing => continue,
+                Found::Skipped(reason) => return Some(Item::Skipped { rel, reason }),
+                Found::Entry(entry, below) => {
+                    if let Some(frame) = below {
+                        self.stack.push(frame);
+                    }
+                    return Some(Item::Entry(entry));
+                }
             }
-            rel.extend_from_slice(name.as_bytes());
-            let path = frame.dir.join(&name);
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                // Gone between the listing and now: nothing to back up, nothing to report.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Some(Item::Skipped {
-                        rel,
-                        reason: e.to_string(),
-                    });
-                }
-            };
-            let ft = meta.file_type();
-            let is_dir = ft.is_dir();
-            if self.excludes.is_excluded(&rel, is_dir) {
-                continue;
-            }
-            let stat = Stat::of(&meta);
-            let kind = if ft.is_file() {
-                Kind::File
-            } else if is_dir {
-                match read_sorted(&path) {
-                    Ok(names) => self.stack.push(Frame {
-                        rel: rel.clone(),
-                        dir: path.clone(),
-                        names,
-                    }),
-                    Err(e) => {
-                        return Some(Item::Skipped {
-                            rel,
-                            reason: format!("cannot list the folder: {e}"),
-                        });
-                    }
-                }
-                Kind::Dir
-            } else if ft.is_symlink() {
-                match fs::read_link(&path) {
-                    Ok(t) if !t.as_os_str().is_empty() => {
-                        Kind::Symlink(t.into_os_string().into_vec())
-                    }
-                    Ok(_) => {
-                        return Some(Item::Skipped {
-                            rel,
-                            reason: "symlink with an empty target".into(),
-                        });
-                    }
-                    Err(e) => {
-                        return Some(Item::Skipped {
-                            rel,
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            } else {
-                let what = if ft.is_fifo() {
-                    "a fifo"
-                } else if ft.is_socket() {
-                    "a socket"
-                } else if ft.is_block_device() || ft.is_char_device() {
-                    "a device"
-                } else {
-                    "a special file"
-                };
-                return Some(Item::Skipped {
-                    rel,
-                    reason: format!("{what}: not backed up"),
-                });
-            };
-            return Some(Item::Entry(Entry {
-                rel,
-                path,
-                kind,
-                stat,
-            }));
         }
     }
 }
@@ -238,6 +370,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn folders_deeper_than_the_open_ones_are_walked_by_path() {
+        let d = tempfile::tempdir().unwrap();
+        let levels = OPEN_LEVELS + 6;
+        let mut deep = d.path().to_path_buf();
+        for i in 0..levels {
+            deep.push(format!("l{i}"));
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("f"), b"bottom").unwrap();
+        std::os::unix::fs::symlink("f", deep.join("link")).unwrap();
+        let entries: Vec<Entry> = Walker::new(d.path(), Excludes::default())
+            .unwrap()
+            .map(|i| match i {
+                Item::Entry(e) => e,
+                Item::Skipped { rel, reason } => panic!("{rel:?}: {reason}"),
+            })
+            .collect();
+        assert_eq!(entries.len(), levels + 2);
+        let file = &entries[levels];
+        assert!(file.rel.ends_with(b"/f") && file.kind == Kind::File && file.stat.size == 6);
+        let on_disk = fs::symlink_metadata(deep.join("f")).unwrap();
+        assert_eq!(file.stat, Stat::of(&on_disk), "statx and lstat agree");
+        assert_eq!(entries[levels + 1].kind, Kind::Symlink(b"f".to_vec()));
+    }
+
+    #[test]
     fn order_is_depth_first_and_matches_walk_cmp() {
         let d = tempfile::tempdir().unwrap();
         for p in ["a/b", "a-c", "a/c/d", "b", " x", "a/c/-e"] {
@@ -249,7 +407,12 @@ mod tests {
         let got: Vec<Vec<u8>> = Walker::new(d.path(), Excludes::default())
             .unwrap()
             .map(|i| match i {
-                Item::Entry(e) => e.rel,
+                Item::Entry(e) => {
+                    // What `statx` through the open folder found is what `lstat` finds.
+                    let path = d.path().join(std::str::from_utf8(&e.rel).unwrap());
+                    assert_eq!(e.stat, Stat::of(&fs::symlink_metadata(path).unwrap()));
+                    e.rel
+                }
                 Item::Skipped { rel, reason } => panic!("{rel:?}: {reason}"),
             })
             .collect();
