@@ -651,12 +651,7 @@ impl Encoder {
             xflags |= XMIT_MOD_NSEC;
         }
         let name = &e.name;
-        let l1 = name
-            .iter()
-            .zip(self.last_name.iter())
-            .take(255)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let l1 = common_prefix(name, &self.last_name).min(255);
         let l2 = name.len() - l1;
         if l1 > 0 {
             xflags |= XMIT_SAME_NAME;
@@ -725,6 +720,20 @@ impl Encoder {
         self.last_name.clear();
         self.last_name.extend_from_slice(name);
     }
+}
+
+/// The length of the longest common prefix of `a` and `b`, 16 bytes at a time while they agree (a batch's
+/// consecutive names share long sealed folder names: byte by byte, this was 2 % of an unchanged night).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 16 <= n && a[i..i + 16] == b[i..i + 16] {
+        i += 16;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 /// Bounds applied to a file list received from a server.
@@ -1153,6 +1162,27 @@ mod tests {
             assert_eq!(got.entries, want, "round {round}");
             let back: Vec<&FileEntry> = got.caller_order();
             assert_eq!(back, entries.iter().collect::<Vec<_>>(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn common_prefixes() {
+        let long = [b'x'; 40];
+        for (a, b, n) in [
+            (&b""[..], &b""[..], 0),
+            (b"abc", b"abd", 2),
+            (b"abc", b"ab", 2),
+            (&long[..], &long[..39], 39),
+            (&long[..], &long[..], 40),
+        ] {
+            assert_eq!(common_prefix(a, b), n);
+            assert_eq!(common_prefix(b, a), n);
+        }
+        let mut other = long;
+        for i in 0..40 {
+            other[i] = b'y';
+            assert_eq!(common_prefix(&long, &other), i);
+            other[i] = b'x';
         }
     }
 
