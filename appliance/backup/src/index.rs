@@ -32,10 +32,12 @@ pub struct IndexHeader {
     pub compress: bool,
 }
 
-/// One file as it was last backed up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IndexEntry {
-    pub path: Vec<u8>,
+/// One file as it was last backed up: [`IndexEntry`] (owned path) or [`IndexRecord`] (borrowed path, how
+/// the engine records a file from what its batch holds and how the reader decodes one without
+/// allocating). Both encode alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntryOf<P> {
+    pub path: P,
     pub size: u64,
     pub mtime: i64,
     pub mtime_nsec: u32,
@@ -54,42 +56,16 @@ pub struct IndexEntry {
     pub sealed_name: Vec<u8>,
 }
 
-/// An index record as [`IndexWriter::push_record`] takes it: the fields of [`IndexEntry`] but the sealed
-/// name, borrowed (the engine records a file from what its batch holds, without copying its path).
-/// Encodes as an [`IndexEntry`] does.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct IndexRecord<'a> {
-    #[serde(borrow)]
-    pub path: &'a [u8],
-    pub size: u64,
-    pub mtime: i64,
-    pub mtime_nsec: u32,
-    pub ctime: i64,
-    pub ctime_nsec: u32,
-    pub ino: u64,
-    pub remote_size: u64,
-    pub hash: [u8; 32],
-}
+/// An index record that owns its path.
+pub type IndexEntry = IndexEntryOf<Vec<u8>>;
+
+/// An index record that borrows its path (its `sealed_name` is left empty: the writer takes the name
+/// apart, [`IndexWriter::push_record`]).
+pub type IndexRecord<'a> = IndexEntryOf<&'a [u8]>;
 
 impl<'a> IndexRecord<'a> {
     pub fn new(path: &'a [u8], stat: &Stat, remote_size: u64, hash: [u8; 32]) -> IndexRecord<'a> {
-        IndexRecord {
-            path,
-            size: stat.size,
-            mtime: stat.mtime,
-            mtime_nsec: stat.mtime_nsec,
-            ctime: stat.ctime,
-            ctime_nsec: stat.ctime_nsec,
-            ino: stat.ino,
-            remote_size,
-            hash,
-        }
-    }
-}
-
-impl IndexEntry {
-    pub fn new(path: Vec<u8>, stat: &Stat, remote_size: u64, hash: [u8; 32]) -> IndexEntry {
-        IndexEntry {
+        IndexEntryOf {
             path,
             size: stat.size,
             mtime: stat.mtime,
@@ -101,6 +77,15 @@ impl IndexEntry {
             hash,
             sealed_name: Vec::new(),
         }
+    }
+}
+
+impl IndexEntry {
+    pub fn new(path: Vec<u8>, stat: &Stat, remote_size: u64, hash: [u8; 32]) -> IndexEntry {
+        let mut e = IndexEntry::default();
+        e.set(&IndexRecord::new(&[], stat, remote_size, hash), &[]);
+        e.path = path;
+        e
     }
 
     /// Makes this entry `r` with `sealed_name`, in the buffers it has.
@@ -161,7 +146,7 @@ impl IndexReader {
     pub fn open(path: &Path, expected: &IndexHeader) -> IndexReader {
         let mut r = IndexReader {
             input: None,
-            next: IndexEntry::new(Vec::new(), &Stat::default(), 0, [0; 32]),
+            next: IndexEntry::default(),
             has_next: false,
             returned: false,
             scratch: Vec::new(),

@@ -37,7 +37,7 @@ pub enum Kind {
 }
 
 /// The metadata of one entry that the engine needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
     pub size: u64,
     pub mtime: i64,
