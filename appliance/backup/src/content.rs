@@ -55,7 +55,6 @@ pub struct FileSpec {
     pub path: PathBuf,
     /// What the walk saw: the file must still look like this when it is read.
     pub stat: Stat,
-    /// `Some` for sealed content: the identity it is sealed under.
     /// For sealed content, where in `path` the identity it is sealed under starts (its path relative to
     /// the share; see [`FileSpec::sealed_as`]). An offset, not a copy: most files of a night are never
     /// read.
