@@ -1458,7 +1458,7 @@ impl ShareRun<'_> {
                     }
                 }
                 index
-                    .push_record(
+                    .push(
                         &IndexRecord::new(&w.rel, st, remote_size, hash),
                         sealed_name,
                     )

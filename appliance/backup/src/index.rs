@@ -60,7 +60,7 @@ pub struct IndexEntryOf<P> {
 pub type IndexEntry = IndexEntryOf<Vec<u8>>;
 
 /// An index record that borrows its path (its `sealed_name` is left empty: the writer takes the name
-/// apart, [`IndexWriter::push_record`]).
+/// apart, [`IndexWriter::push`]).
 pub type IndexRecord<'a> = IndexEntryOf<&'a [u8]>;
 
 impl<'a> IndexRecord<'a> {
@@ -293,12 +293,13 @@ impl IndexWriter {
         Ok(BufWriter::with_capacity(64 * 1024, tmp))
     }
 
-    pub fn push(&mut self, e: &IndexEntry) -> io::Result<()> {
-        self.put(e, &e.sealed_name)
-    }
-
-    /// Adds a record given by borrowed parts, with its sealed name (see [`IndexEntry::sealed_name`]).
-    pub fn push_record(&mut self, r: &IndexRecord<'_>, sealed_name: &[u8]) -> io::Result<()> {
+    /// Adds a record (owned or borrowed path) with its sealed name (see [`IndexEntry::sealed_name`]; the
+    /// record's own field is not read, so a borrowed record needs no copy of the name).
+    pub fn push<P: Serialize>(
+        &mut self,
+        r: &IndexEntryOf<P>,
+        sealed_name: &[u8],
+    ) -> io::Result<()> {
         self.put(r, sealed_name)
     }
 
@@ -402,11 +403,9 @@ mod tests {
             let mut w = IndexWriter::create(p, h).unwrap();
             for name in names {
                 let size = if *name == "b" { size } else { 7 };
-                w.push(
-                    &IndexEntry::new((*name).into(), &stat(size), 9, [9; 32])
-                        .with_sealed_name(b"x"),
-                )
-                .unwrap();
+                let e =
+                    IndexEntry::new((*name).into(), &stat(size), 9, [9; 32]).with_sealed_name(b"x");
+                w.push(&e, &e.sealed_name).unwrap();
             }
             w.commit().unwrap();
         };
@@ -475,7 +474,7 @@ mod tests {
             } else {
                 e
             };
-            w.push(&e).unwrap();
+            w.push(&e, &e.sealed_name).unwrap();
         }
         w.commit().unwrap();
         let mut r = IndexReader::open(&p, &h);
