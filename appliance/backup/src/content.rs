@@ -7,6 +7,7 @@
 //! file, whatever its size. Small files are read and sealed in one blocking call (a thread round trip per
 //! small read would dominate).
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
@@ -41,8 +42,15 @@ pub enum Source {
     None,
     /// Bytes already in memory (long-name side files, sealed symlink targets).
     Inline(Arc<[u8]>),
-    /// A file of the share.
-    File(FileSpec),
+    /// A file of the share (boxed: most entries of a night are unchanged files or folders, and a
+    /// batch holds thousands of slots).
+    File(Box<FileSpec>),
+    /// A share file whose index record matches what the walk saw: its entry announces the recorded size
+    /// and time, and the receiver links it from the previous snapshot without asking for its content.
+    /// Its [`FileSpec`] is made from the walk's entry only if it is asked for all the same (see
+    /// [`Sources`]): most are never read, and a path per file was a tenth of an unchanged night's
+    /// memory per entry.
+    Unchanged,
     /// A share file that kept changing while it was read: its entry stands for the version the previous
     /// snapshot holds (that version's size and time), which the receiver links from there. There is no
     /// content to send: if the receiver asks for it all the same, the file fails.
@@ -141,6 +149,31 @@ pub struct Outcome {
     pub produced: Option<(u64, [u8; 32])>,
     /// The last attempt failed, with this reason.
     pub error: Option<String>,
+}
+
+/// What happened to a batch's entries' content, by slot: only the entries whose content was asked for
+/// have one (an unchanged night asks for none; a slot each was 72 bytes an entry).
+#[derive(Debug, Clone, Default)]
+pub struct Outcomes(std::collections::HashMap<usize, Outcome>);
+
+/// The outcome of a slot whose content nobody asked for.
+static NO_OUTCOME: Outcome = Outcome {
+    produced: None,
+    error: None,
+};
+
+impl std::ops::Index<usize> for Outcomes {
+    type Output = Outcome;
+    fn index(&self, slot: usize) -> &Outcome {
+        self.0.get(&slot).unwrap_or(&NO_OUTCOME)
+    }
+}
+
+/// A slot's outcome, made (empty) when it has none yet.
+impl std::ops::IndexMut<usize> for Outcomes {
+    fn index_mut(&mut self, slot: usize) -> &mut Outcome {
+        self.0.entry(slot).or_default()
+    }
 }
 
 /// Counters shared with the blocking threads.
@@ -366,18 +399,31 @@ pub fn sealed_size(
 }
 
 /// The content of one batch, as the rsync sender asks for it.
+/// A batch's sources, slot by slot, as its content source reads them.
+pub trait Sources: Send + Sync {
+    /// Where the content of `slot` comes from; a [`Source::Unchanged`] file comes back as a
+    /// [`Source::File`], its spec made now.
+    fn source(&self, slot: usize) -> Option<Cow<'_, Source>>;
+}
+
+/// Sources kept as they are (no [`Source::Unchanged`] among them).
+impl Sources for Vec<Source> {
+    fn source(&self, slot: usize) -> Option<Cow<'_, Source>> {
+        self.get(slot).map(Cow::Borrowed)
+    }
+}
+
 pub struct BatchContent {
-    pub sources: Arc<Vec<Source>>,
-    pub outcomes: Arc<Mutex<Vec<Outcome>>>,
+    pub sources: Arc<dyn Sources>,
+    pub outcomes: Arc<Mutex<Outcomes>>,
     pub keys: Keys,
     pub options: SealOptions,
     pub counters: Arc<ReadCounters>,
 }
 
-fn record(outcomes: &Mutex<Vec<Outcome>>, index: usize, result: &io::Result<(u64, [u8; 32])>) {
-    if let Ok(mut o) = outcomes.lock()
-        && let Some(slot) = o.get_mut(index)
-    {
+fn record(outcomes: &Mutex<Outcomes>, index: usize, result: &io::Result<(u64, [u8; 32])>) {
+    if let Ok(mut o) = outcomes.lock() {
+        let slot = &mut o[index];
         match result {
             Ok(p) => {
                 slot.produced = Some(*p);
@@ -441,11 +487,11 @@ impl rsync_wire::ContentSource for BatchContent {
     type Reader = Pin<Box<dyn AsyncRead + Send>>;
 
     async fn open(&mut self, index: usize, _entry: &FileEntry) -> io::Result<Self::Reader> {
-        let spec = match self.sources.get(index) {
+        let spec = match self.sources.source(index).map(Cow::into_owned) {
             Some(Source::Inline(bytes)) => {
-                return Ok(Box::pin(io::Cursor::new(bytes.clone())));
+                return Ok(Box::pin(io::Cursor::new(bytes)));
             }
-            Some(Source::File(spec)) => spec.clone(),
+            Some(Source::File(spec)) => *spec,
             Some(Source::Previous) => {
                 const WHY: &str =
                     "the target has no copy of its previous version to keep (it was asked for)";

@@ -17,8 +17,9 @@
 //! file to a temporary name and renames it); the next run links to it and finishes the work, and the
 //! incomplete folder is removed once a newer complete snapshot exists.
 
+use std::borrow::Cow;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,7 +31,9 @@ use seal::{Keys, MasterKey, RelPath, SealOptions};
 
 use crate::Error;
 use crate::config::{Config, ShareConfig};
-use crate::content::{BatchContent, FileSpec, Outcome, ReadCounters, RemoteSize, Source};
+use crate::content::{
+    BatchContent, FileSpec, Outcome, Outcomes, ReadCounters, RemoteSize, Source, Sources,
+};
 use crate::index::{
     INDEX_FORMAT, IndexEntry, IndexHeader, IndexReader, IndexRecord, IndexWriter, index_path,
 };
@@ -260,6 +263,7 @@ impl Names {
 }
 
 /// An entry of the walk, kept until its batch is pushed.
+#[derive(Clone)]
 struct Walked {
     rel: Vec<u8>,
     kind: EntryKind,
@@ -892,16 +896,21 @@ fn add_entry(
             if share.encrypt && known.is_none() {
                 RelPath::new(&e.rel[..]).map_err(|x| fail(&e.rel, x.to_string()))?;
             }
-            let spec = FileSpec::in_share(
-                &share.path,
-                &e.rel,
-                share.encrypt,
-                e.stat.clone(),
-                remote_size,
-            );
+            // An unchanged file's spec is made only if the receiver asks for it (`Slots`).
+            let source = if known.is_some() {
+                Source::Unchanged
+            } else {
+                Source::File(Box::new(FileSpec::in_share(
+                    &share.path,
+                    &e.rel,
+                    share.encrypt,
+                    e.stat.clone(),
+                    remote_size,
+                )))
+            };
             batch.push(
                 entry,
-                Source::File(spec),
+                source,
                 Some(Walked {
                     rel: e.rel,
                     kind: EntryKind::File,
@@ -975,9 +984,57 @@ struct BatchRecord {
     /// The file list as pushed (for another try of files that changed while read; kept as it is,
     /// not as a copy in walk order, which most batches never need).
     list: FileList,
+    slots: Arc<Slots>,
+    outcomes: Arc<Mutex<Outcomes>>,
+}
+
+/// A pushed batch's entries, slot by slot as in its file list's caller order (slot 0 is the share's
+/// root): where their content comes from, and what the walk saw (`walked[slot - 1]`). Shared with the
+/// session's content source, which makes an unchanged file's spec from its walked entry if asked.
+#[derive(Clone)]
+struct Slots {
+    sources: Vec<Source>,
     walked: Vec<Option<Walked>>,
-    sources: Arc<Vec<Source>>,
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    /// The share's folder, and whether its files are sealed.
+    root: PathBuf,
+    sealed: bool,
+}
+
+impl Slots {
+    /// The spec to read a file of the batch by: its own, or an unchanged file's made from its entry.
+    fn spec(&self, slot: usize) -> Option<Cow<'_, FileSpec>> {
+        match self.sources.get(slot)? {
+            Source::File(spec) => Some(Cow::Borrowed(&**spec)),
+            Source::Unchanged => {
+                let w = self.walked.get(slot.checked_sub(1)?)?.as_ref()?;
+                unchanged_spec(&self.root, self.sealed, w).map(Cow::Owned)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The spec of an unchanged file: what the walk saw, sized as recorded.
+fn unchanged_spec(root: &Path, sealed: bool, w: &Walked) -> Option<FileSpec> {
+    let (size, _) = w.known?;
+    Some(FileSpec::in_share(
+        root,
+        &w.rel,
+        sealed,
+        w.stat.clone(),
+        RemoteSize::Exact(size),
+    ))
+}
+
+impl Sources for Slots {
+    fn source(&self, slot: usize) -> Option<Cow<'_, Source>> {
+        match self.sources.get(slot)? {
+            Source::Unchanged => self
+                .spec(slot)
+                .map(|spec| Cow::Owned(Source::File(Box::new(spec.into_owned())))),
+            source => Some(Cow::Borrowed(source)),
+        }
+    }
 }
 
 /// Files up to this size are sealed while sizing and kept in memory until pushed...
@@ -1189,7 +1246,7 @@ impl Preparer {
                         Ok((fresh, nsec)) => {
                             point_at(&mut p.batch.entries[i], &fresh, nsec);
                             w.stat = fresh.stat.clone();
-                            p.batch.sources[i] = Source::File(fresh);
+                            p.batch.sources[i] = Source::File(Box::new(fresh));
                             return false;
                         }
                         Err(e) if crate::content::is_changed(&e.to_string()) => {
@@ -1348,10 +1405,15 @@ impl ShareRun<'_> {
                 e,
             )
         })?;
-        let sources = Arc::new(sources);
-        let outcomes = Arc::new(Mutex::new(vec![Outcome::default(); sources.len()]));
+        let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+        let slots = Arc::new(Slots {
+            sources,
+            walked: batch.walked,
+            root: self.share.path.clone(),
+            sealed: self.share.encrypt,
+        });
         let mut content = BatchContent {
-            sources: sources.clone(),
+            sources: slots.clone(),
             outcomes: outcomes.clone(),
             keys: self.ctx.keys.clone(),
             options: self.seal_options,
@@ -1361,8 +1423,7 @@ impl ShareRun<'_> {
         Ok(InFlight {
             record: BatchRecord {
                 list: flist,
-                walked: batch.walked,
-                sources,
+                slots,
                 outcomes,
             },
             started,
@@ -1379,10 +1440,15 @@ impl ShareRun<'_> {
     ) -> Result<(), Error> {
         let BatchRecord {
             list,
-            mut walked,
-            sources,
+            slots,
             outcomes,
         } = batch;
+        // Alone at the goodbye: the session's content source is gone.
+        let Slots {
+            sources,
+            mut walked,
+            ..
+        } = Arc::try_unwrap(slots).unwrap_or_else(|shared| Slots::clone(&shared));
         // Final at the goodbye: nothing writes them any more.
         let mut outcomes = match outcomes.lock() {
             Ok(mut o) => std::mem::take(&mut *o),
@@ -1496,16 +1562,16 @@ impl ShareRun<'_> {
         entries: &[&FileEntry],
         sources: &[Source],
         walked: &mut [Option<Walked>],
-        outcomes: &mut [Outcome],
+        outcomes: &mut Outcomes,
         report: &mut ShareReport,
         progress: &mut ProgressFn<'_>,
     ) -> Result<(), Error> {
         let mut pending: Vec<usize> = (1..sources.len())
             .filter(|&slot| {
-                matches!(sources.get(slot), Some(Source::File(_)))
-                    && outcomes
-                        .get(slot)
-                        .and_then(|o| o.error.as_deref())
+                matches!(sources.get(slot), Some(Source::File(_) | Source::Unchanged))
+                    && outcomes[slot]
+                        .error
+                        .as_deref()
                         .is_some_and(crate::content::is_changed)
                     && walked.get(slot - 1).is_some_and(Option::is_some)
             })
@@ -1521,10 +1587,18 @@ impl ShareRun<'_> {
             // (slot, entry, source) for this try, in slot order
             let mut tries: Vec<(usize, FileEntry, Source)> = Vec::new();
             for &slot in &pending {
-                let (Some(Source::File(spec)), Some(Some(w))) =
-                    (sources.get(slot), walked.get_mut(slot - 1))
-                else {
+                let Some(Some(w)) = walked.get_mut(slot - 1) else {
                     continue;
+                };
+                let spec = match sources.get(slot) {
+                    Some(Source::File(spec)) => Cow::Borrowed(&**spec),
+                    Some(Source::Unchanged) => {
+                        match unchanged_spec(&self.share.path, self.share.encrypt, w) {
+                            Some(spec) => Cow::Owned(spec),
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
                 };
                 let mut entry = FileEntry::clone(entries[slot]);
                 let why = outcomes[slot].error.clone().unwrap_or_default();
@@ -1534,10 +1608,10 @@ impl ShareRun<'_> {
                     }
                     continue;
                 }
-                match self.look_again(spec, w).await {
+                match self.look_again(&spec, w).await {
                     Ok((spec, nsec)) => {
                         point_at(&mut entry, &spec, nsec);
-                        tries.push((slot, entry, Source::File(spec)));
+                        tries.push((slot, entry, Source::File(Box::new(spec))));
                     }
                     Err(e) => outcomes[slot].error = Some(e.to_string()),
                 }
@@ -1573,7 +1647,7 @@ impl ShareRun<'_> {
                     e,
                 )
             })?;
-            let mini = Arc::new(Mutex::new(vec![Outcome::default(); list_sources.len()]));
+            let mini = Arc::new(Mutex::new(Outcomes::default()));
             let list_sources = Arc::new(list_sources);
             let mut content = BatchContent {
                 sources: list_sources.clone(),
@@ -1589,7 +1663,7 @@ impl ShareRun<'_> {
                 Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
             };
             for (slot, pos, previous) in at {
-                let (Some(Some(w)), Some(o)) = (walked.get_mut(slot - 1), mini.get(pos)) else {
+                let (Some(Some(w)), Some(o)) = (walked.get_mut(slot - 1), Some(&mini[pos])) else {
                     continue;
                 };
                 match (&o.error, previous) {
@@ -1719,10 +1793,10 @@ impl ShareRun<'_> {
             sealed_from: None,
             remote_size: RemoteSize::Exact(len),
         };
-        let sources = Arc::new(vec![Source::None, Source::File(spec)]);
+        let sources = Arc::new(vec![Source::None, Source::File(Box::new(spec))]);
         let mut content = BatchContent {
-            sources: sources.clone(),
-            outcomes: Arc::new(Mutex::new(vec![Outcome::default(); 2])),
+            sources,
+            outcomes: Arc::new(Mutex::new(Outcomes::default())),
             keys: self.ctx.keys.clone(),
             options,
             // Not share data: kept out of the share's read counters.

@@ -358,6 +358,51 @@ fn copies_the_index_does_not_know_are_linked_not_sent_again() {
 }
 
 #[test]
+fn unchanged_files_missing_from_the_previous_snapshot_are_sent_again() {
+    // An unchanged file is listed without being read: its copy in the previous snapshot is linked. When
+    // that copy is gone (deleted on the target by hand), the receiver asks for the file, which is then
+    // read and sealed as its index record says, byte for byte.
+    let s = Setup::new();
+    fill_share(&s.share);
+    s.local_config("");
+    s.backup_ok();
+    let first = s.snapshots(&s.target)[0].clone();
+    // The largest file (streamed through a reading thread) and a small one (read in one go).
+    let mut files: Vec<(u64, Vec<u8>)> = tree_map(&first, &is_manifest_or_side)
+        .into_keys()
+        .filter_map(|rel| {
+            let m = fs::symlink_metadata(first.join(std::ffi::OsStr::from_bytes(&rel))).ok()?;
+            m.is_file().then(|| (m.len(), rel))
+        })
+        .collect();
+    files.sort();
+    let (big, small) = (files[files.len() - 1].clone(), files[0].clone());
+    assert!(big.0 > 1_000_000, "{big:?}");
+    for (_, rel) in [&big, &small] {
+        fs::remove_file(first.join(std::ffi::OsStr::from_bytes(rel))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = s.backup_ok();
+    assert_eq!(counter(&r, "files_read"), 2, "{r}");
+    let second = s.snapshots(&s.target)[1].clone();
+    assert_restores(&s, &second, &|_| false);
+    let (before, after) = (inodes(&first), inodes(&second));
+    for (rel, ino) in &after {
+        if *rel == big.1 || *rel == small.1 {
+            assert!(!before.contains_key(rel));
+        } else {
+            assert_eq!(
+                before.get(rel),
+                Some(ino),
+                "not linked: {}",
+                String::from_utf8_lossy(rel)
+            );
+        }
+    }
+    assert_eq!(after.len(), before.len() + 2);
+}
+
+#[test]
 fn sealed_names_kept_in_the_index_are_checked_before_use() {
     // The index keeps each file's sealed name so that an unchanged night seals none; a damaged one is
     // sealed again, never used.
