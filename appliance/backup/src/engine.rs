@@ -268,15 +268,47 @@ struct Walked {
     rel: Vec<u8>,
     kind: EntryKind,
     stat: Stat,
-    link: Vec<u8>,
     /// Target size and hash, when known before the push (index, inline content, folders).
     known: Option<(u64, [u8; 32])>,
+    /// What few entries have, boxed: most entries of a night are unchanged files, and up to four
+    /// batches of thousands are alive at once.
+    rare: Option<Box<Rare>>,
+}
+
+/// The fields of a [`Walked`] entry that few entries have.
+#[derive(Clone, Default)]
+struct Rare {
+    /// A symlink's target.
+    link: Vec<u8>,
     /// Changed files: how the index recorded it last time (the version the previous snapshot holds).
-    /// Boxed: most entries of a night are unchanged files, and a batch holds a thousand of these.
-    recorded: Option<Box<IndexEntry>>,
+    recorded: Option<IndexEntry>,
     /// Set when the file kept changing while it was read and the entry stands for the previous version:
     /// why (reported, and the run is partial).
     kept_previous: Option<String>,
+}
+
+impl Walked {
+    fn new(rel: Vec<u8>, kind: EntryKind, stat: Stat, known: Option<(u64, [u8; 32])>) -> Walked {
+        Walked {
+            rel,
+            kind,
+            stat,
+            known,
+            rare: None,
+        }
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    fn recorded(&self) -> Option<&IndexEntry> {
+        self.rare.as_ref()?.recorded.as_ref()
+    }
+
+    fn kept_previous(&self) -> Option<&String> {
+        self.rare.as_ref()?.kept_previous.as_ref()
+    }
 }
 
 /// How many more times a file that changed while it was read is tried in the same run, each in a small
@@ -287,7 +319,7 @@ const CHANGED_RETRIES: usize = 2;
 /// snapshot holds: the receiver links it from there (same size and time) without asking for content.
 /// `None` (nothing changed) when the index has no record of the file.
 fn keep_previous(entry: &mut FileEntry, walked: &mut Walked, why: &str) -> Option<Source> {
-    let rec = walked.recorded.as_ref()?;
+    let rec = walked.recorded()?.clone();
     entry.kind = rsync_wire::EntryKind::File {
         size: rec.remote_size,
     };
@@ -304,7 +336,7 @@ fn keep_previous(entry: &mut FileEntry, walked: &mut Walked, why: &str) -> Optio
         perms: walked.stat.perms,
     };
     walked.known = Some((rec.remote_size, rec.hash));
-    walked.kept_previous = Some(format!(
+    walked.rare_mut().kept_previous = Some(format!(
         "{why}; this snapshot keeps the version of the previous backup"
     ));
     Some(Source::Previous)
@@ -806,15 +838,7 @@ fn add_entry(
         Kind::Dir => {
             let entry = FileEntry::dir(remote.clone(), st.mtime, st.perms).with_nsec(st.mtime_nsec);
             names.push_dir(&e.rel, &remote, &entry);
-            let walked = Walked {
-                rel: e.rel,
-                kind: EntryKind::Dir,
-                stat: e.stat,
-                link: Vec::new(),
-                known: Some((0, [0; 32])),
-                recorded: None,
-                kept_previous: None,
-            };
+            let walked = Walked::new(e.rel, EntryKind::Dir, e.stat, Some((0, [0; 32])));
             batch.push(entry, Source::None, Some(walked));
         }
         Kind::Symlink(target) => {
@@ -835,13 +859,11 @@ fn add_entry(
                     FileEntry::file(remote, len, st.mtime, 0o600).with_nsec(st.mtime_nsec),
                     Source::Inline(sealed.into()),
                     Some(Walked {
-                        rel: e.rel,
-                        kind: EntryKind::Symlink,
-                        stat: e.stat,
-                        link: target,
-                        known: Some((len, stats.mac)),
-                        recorded: None,
-                        kept_previous: None,
+                        rare: Some(Box::new(Rare {
+                            link: target,
+                            ..Rare::default()
+                        })),
+                        ..Walked::new(e.rel, EntryKind::Symlink, e.stat, Some((len, stats.mac)))
                     }),
                 );
             } else {
@@ -851,13 +873,11 @@ fn add_entry(
                     entry,
                     Source::None,
                     Some(Walked {
-                        rel: e.rel,
-                        kind: EntryKind::Symlink,
-                        stat: e.stat,
-                        link: target,
-                        known: Some((0, [0; 32])),
-                        recorded: None,
-                        kept_previous: None,
+                        rare: Some(Box::new(Rare {
+                            link: target,
+                            ..Rare::default()
+                        })),
+                        ..Walked::new(e.rel, EntryKind::Symlink, e.stat, Some((0, [0; 32])))
                     }),
                 );
             }
@@ -875,7 +895,7 @@ fn add_entry(
             // The record is kept for a changed file only: it is also what the file falls back to if it
             // keeps changing while read.
             let recorded = if known.is_none() {
-                recorded.map(|r| Box::new(r.clone()))
+                recorded.cloned()
             } else {
                 None
             };
@@ -884,7 +904,7 @@ fn add_entry(
             // check against the previous snapshot's copy (same size and time) and be linked to the old
             // content. The target's copy gets a time one nanosecond off instead: the receiver then asks
             // for it. Restores take times from the manifest, which keeps the real one.
-            let sent_nsec = nsec_to_send(recorded.as_deref(), st);
+            let sent_nsec = nsec_to_send(recorded.as_ref(), st);
             let remote_size = match &known {
                 Some((size, _)) => RemoteSize::Exact(*size),
                 None => remote_size(st, share.encrypt, prep.sizing),
@@ -912,13 +932,13 @@ fn add_entry(
                 entry,
                 source,
                 Some(Walked {
-                    rel: e.rel,
-                    kind: EntryKind::File,
-                    stat: e.stat,
-                    link: Vec::new(),
-                    known,
-                    recorded,
-                    kept_previous: None,
+                    rare: recorded.map(|r| {
+                        Box::new(Rare {
+                            recorded: Some(r),
+                            ..Rare::default()
+                        })
+                    }),
+                    ..Walked::new(e.rel, EntryKind::File, e.stat, known)
                 }),
             );
         }
@@ -974,10 +994,13 @@ struct InFlight {
 /// How many times `batch_entries` a batch that reads no file may hold. On an unchanged night every batch
 /// is such a batch, and the server's start and exit per session, not the entries, set the pace: measured
 /// on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s, 2,048 3.3-3.6 s, 4,096 2.4-2.6 s
-/// (stock `rsync --link-dest`: 4.0-4.3 s). Memory sets the limit: four batches can be alive at once (being
-/// walked, waiting, two pushed; the sessions still exiting keep none), below 1 KiB an entry; at twice 1,024
-/// entries an unchanged run of 100,000 files peaked at about 21-23 MiB (BENCHMARKS.md, tenth session).
-const LIGHT_BATCH_FACTOR: usize = 2;
+/// (stock `rsync --link-dest`: 4.0-4.3 s), and a session costs the client about 1.8 ms of CPU. Memory sets
+/// the limit: four batches can be alive at once (being walked, waiting, two pushed; the sessions still
+/// exiting keep none), about 640 bytes an unchanged file (its file list entry and target path are most
+/// of it); at three times 1,024 entries an unchanged run of 100,000 files peaks at about 19.5 MiB, and the
+/// 12,288 entries alive keep the growth from 10,000 files to 100,000 under 2 MiB (BENCHMARKS.md,
+/// fourteenth session).
+const LIGHT_BATCH_FACTOR: usize = 3;
 
 /// What [`ShareRun::record_batch`] needs of a pushed batch.
 struct BatchRecord {
@@ -1237,7 +1260,7 @@ impl Preparer {
                 for _ in 0..CHANGED_RETRIES {
                     match look_again(
                         &spec,
-                        w.recorded.as_deref(),
+                        w.recorded(),
                         self.sizing,
                         &self.keys,
                         self.seal_options,
@@ -1482,7 +1505,7 @@ impl ShareRun<'_> {
                     continue;
                 }
                 (Some(k), _, _) => {
-                    if let Some(why) = &w.kept_previous {
+                    if let Some(why) = w.kept_previous() {
                         skipped(report, progress, &self.share.name, &w.rel, why.clone());
                     }
                     *k
@@ -1544,7 +1567,7 @@ impl ShareRun<'_> {
                     perms: st.perms,
                     remote_size,
                     hash,
-                    link: w.link,
+                    link: w.rare.map(|r| r.link).unwrap_or_default(),
                 })
                 .map_err(|e| Error::new("writing the manifest", e))?;
             }
@@ -1668,7 +1691,7 @@ impl ShareRun<'_> {
                 };
                 match (&o.error, previous) {
                     (Some(why), true) => {
-                        let kept = w.kept_previous.take().unwrap_or_default();
+                        let kept = w.rare_mut().kept_previous.take().unwrap_or_default();
                         outcomes[slot].error = Some(format!("{kept}, but {why}"));
                     }
                     (None, true) => outcomes[slot] = Outcome::default(),
@@ -1711,16 +1734,9 @@ impl ShareRun<'_> {
             self.counters.clone(),
             self.sizing,
         );
-        let (spec, recorded) = (spec.clone(), w.recorded.clone());
+        let (spec, recorded) = (spec.clone(), w.recorded().cloned());
         tokio::task::spawn_blocking(move || {
-            look_again(
-                &spec,
-                recorded.as_deref(),
-                sizing,
-                &keys,
-                options,
-                &counters,
-            )
+            look_again(&spec, recorded.as_ref(), sizing, &keys, options, &counters)
         })
         .await
         .map_err(std::io::Error::other)?

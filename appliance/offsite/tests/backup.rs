@@ -372,7 +372,7 @@ fn unchanged_files_missing_from_the_previous_snapshot_are_sent_again() {
         .into_keys()
         .filter_map(|rel| {
             let m = fs::symlink_metadata(first.join(std::ffi::OsStr::from_bytes(&rel))).ok()?;
-            m.is_file().then(|| (m.len(), rel))
+            m.is_file().then_some((m.len(), rel))
         })
         .collect();
     files.sort();
