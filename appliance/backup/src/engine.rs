@@ -4,8 +4,8 @@
 //! 1. list the share's snapshots on the target (creating the share's folder on the first run);
 //! 2. walk the share in walk order, merging the previous index: a file whose size, mtime, ctime and inode
 //!    match its index record is taken as is (sealed size and hash from the index, nothing read);
-//! 3. every [`BackupOptions::batch_entries`] entries (twice as many while none of them is to be read),
-//!    push the batch into the new snapshot folder in one
+//! 3. every [`BackupOptions::batch_entries`] entries (two and a half times as many while none of them is
+//!    to be read), push the batch into the new snapshot folder in one
 //!    rsync session with `--link-dest` to the previous snapshot (and to newer incomplete ones, so an
 //!    interrupted run's work is reused). Changed files of sealed shares are read once to learn their sealed
 //!    size (the file list needs it before any data is sent) and once more, sealed, when the receiver asks
@@ -54,8 +54,8 @@ pub struct BackupOptions {
     pub shares: Vec<String>,
     /// Walk and compare, list the target, plan retention; write nothing anywhere.
     pub dry_run: bool,
-    /// Entries per rsync session, twice as many when none is to be read (bounds memory: below 1 KiB each,
-    /// up to four batches at once).
+    /// Entries per rsync session, two and a half times as many when none is to be read (bounds memory:
+    /// below 1 KiB each, up to four batches at once).
     pub batch_entries: usize,
     /// Passphrase of a wrapped key file.
     pub passphrase: Option<Vec<u8>>,
@@ -991,16 +991,19 @@ struct InFlight {
     record: BatchRecord,
 }
 
-/// How many times `batch_entries` a batch that reads no file may hold. On an unchanged night every batch
-/// is such a batch, and the server's start and exit per session, not the entries, set the pace: measured
-/// on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s, 2,048 3.3-3.6 s, 4,096 2.4-2.6 s
-/// (stock `rsync --link-dest`: 4.0-4.3 s), and a session costs the client about 1.8 ms of CPU. Memory sets
-/// the limit: four batches can be alive at once (being walked, waiting, two pushed; the sessions still
-/// exiting keep none), about 640 bytes an unchanged file (its file list entry and target path are most
-/// of it); at three times 1,024 entries an unchanged run of 100,000 files peaks at about 19.5 MiB, and the
-/// 12,288 entries alive keep the growth from 10,000 files to 100,000 under 2 MiB (BENCHMARKS.md,
+/// How many entries a batch that reads no file may hold, for `batch_entries` of a batch that reads some.
+/// On an unchanged night every batch is such a batch, and the server's start and exit per session, not
+/// the entries, set the pace: measured on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s,
+/// 2,048 3.3-3.6 s, 4,096 2.4-2.6 s (stock `rsync --link-dest`: 4.0-4.3 s), and a session costs the
+/// client about 1.8 ms of CPU. Memory sets the limit: four batches can be alive at once (being walked,
+/// waiting, two pushed; the sessions still exiting keep none), about 640 bytes an unchanged file (its
+/// file list entry and target path are most of it). Two and a half times: 2,560 entries for the default
+/// 1,024, 10,240 alive at most, which a share of 10,000 files reaches too, so that the peak grows by
+/// less than 2 MiB from 10,000 files to 100,000 (three times grew it by 2.1 MiB; BENCHMARKS.md,
 /// fourteenth session).
-const LIGHT_BATCH_FACTOR: usize = 3;
+fn light_batch_entries(batch_entries: usize) -> usize {
+    batch_entries.saturating_mul(5) / 2
+}
 
 /// What [`ShareRun::record_batch`] needs of a pushed batch.
 struct BatchRecord {
@@ -1110,7 +1113,7 @@ impl Preparer {
     fn next_batch(&mut self) -> (Prepared, bool) {
         // Room for the walked entries, the parent folders repeated in front and a few long-name side files.
         let walked_room = if self.last_read_nothing {
-            self.batch_entries * LIGHT_BATCH_FACTOR
+            light_batch_entries(self.batch_entries)
         } else {
             self.batch_entries
         };
@@ -1140,9 +1143,9 @@ impl Preparer {
                 }
             }
             // A batch that reads nothing may grow further: its session's time is mostly the server's
-            // start and exit, and its entries are lean (see `LIGHT_BATCH_FACTOR`).
+            // start and exit, and its entries are lean (see `light_batch_entries`).
             let cap = if p.batch.to_read == 0 {
-                self.batch_entries * LIGHT_BATCH_FACTOR
+                light_batch_entries(self.batch_entries)
             } else {
                 self.batch_entries
             };
