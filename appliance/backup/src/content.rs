@@ -398,7 +398,6 @@ pub fn sealed_size(
     seal::sealed_len(keys, &rel, options, input)
 }
 
-/// The content of one batch, as the rsync sender asks for it.
 /// A batch's sources, slot by slot, as its content source reads them.
 pub trait Sources: Send + Sync {
     /// Where the content of `slot` comes from; a [`Source::Unchanged`] file comes back as a
@@ -413,6 +412,7 @@ impl Sources for Vec<Source> {
     }
 }
 
+/// The content of one batch, as the rsync sender asks for it.
 pub struct BatchContent {
     pub sources: Arc<dyn Sources>,
     pub outcomes: Arc<Mutex<Outcomes>>,

@@ -1026,38 +1026,35 @@ struct Slots {
     sealed: bool,
 }
 
-impl Slots {
-    /// The spec to read a file of the batch by: its own, or an unchanged file's made from its entry.
-    fn spec(&self, slot: usize) -> Option<Cow<'_, FileSpec>> {
-        match self.sources.get(slot)? {
-            Source::File(spec) => Some(Cow::Borrowed(&**spec)),
-            Source::Unchanged => {
-                let w = self.walked.get(slot.checked_sub(1)?)?.as_ref()?;
-                unchanged_spec(&self.root, self.sealed, w).map(Cow::Owned)
-            }
-            _ => None,
+/// The spec to read a file of a batch by: its own, or an unchanged file's, made from its walked entry
+/// (what the walk saw, sized as recorded) in the share at `root`.
+fn spec_of<'a>(
+    source: &'a Source,
+    walked: Option<&Walked>,
+    root: &Path,
+    sealed: bool,
+) -> Option<Cow<'a, FileSpec>> {
+    match source {
+        Source::File(spec) => Some(Cow::Borrowed(&**spec)),
+        Source::Unchanged => {
+            let w = walked?;
+            let (size, _) = w.known?;
+            let stat = w.stat.clone();
+            let spec = FileSpec::in_share(root, &w.rel, sealed, stat, RemoteSize::Exact(size));
+            Some(Cow::Owned(spec))
         }
+        _ => None,
     }
-}
-
-/// The spec of an unchanged file: what the walk saw, sized as recorded.
-fn unchanged_spec(root: &Path, sealed: bool, w: &Walked) -> Option<FileSpec> {
-    let (size, _) = w.known?;
-    Some(FileSpec::in_share(
-        root,
-        &w.rel,
-        sealed,
-        w.stat.clone(),
-        RemoteSize::Exact(size),
-    ))
 }
 
 impl Sources for Slots {
     fn source(&self, slot: usize) -> Option<Cow<'_, Source>> {
         match self.sources.get(slot)? {
-            Source::Unchanged => self
-                .spec(slot)
-                .map(|spec| Cow::Owned(Source::File(Box::new(spec.into_owned())))),
+            Source::Unchanged => {
+                let walked = self.walked.get(slot.checked_sub(1)?)?.as_ref();
+                let spec = spec_of(&Source::Unchanged, walked, &self.root, self.sealed)?;
+                Some(Cow::Owned(Source::File(Box::new(spec.into_owned()))))
+            }
             source => Some(Cow::Borrowed(source)),
         }
     }
@@ -1616,15 +1613,10 @@ impl ShareRun<'_> {
                 let Some(Some(w)) = walked.get_mut(slot - 1) else {
                     continue;
                 };
-                let spec = match sources.get(slot) {
-                    Some(Source::File(spec)) => Cow::Borrowed(&**spec),
-                    Some(Source::Unchanged) => {
-                        match unchanged_spec(&self.share.path, self.share.encrypt, w) {
-                            Some(spec) => Cow::Owned(spec),
-                            None => continue,
-                        }
-                    }
-                    _ => continue,
+                let Some(spec) = sources.get(slot).and_then(|source| {
+                    spec_of(source, Some(w), &self.share.path, self.share.encrypt)
+                }) else {
+                    continue;
                 };
                 let mut entry = FileEntry::clone(entries[slot]);
                 let why = outcomes[slot].error.clone().unwrap_or_default();
@@ -1689,9 +1681,10 @@ impl ShareRun<'_> {
                 Err(_) => return Err(Error::new("internal", "content outcomes unavailable")),
             };
             for (slot, pos, previous) in at {
-                let (Some(Some(w)), Some(o)) = (walked.get_mut(slot - 1), Some(&mini[pos])) else {
+                let Some(Some(w)) = walked.get_mut(slot - 1) else {
                     continue;
                 };
+                let o = &mini[pos];
                 match (&o.error, previous) {
                     (Some(why), true) => {
                         let kept = w.rare_mut().kept_previous.take().unwrap_or_default();
