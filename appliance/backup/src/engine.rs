@@ -319,13 +319,13 @@ const CHANGED_RETRIES: usize = 2;
 /// snapshot holds: the receiver links it from there (same size and time) without asking for content.
 /// `None` (nothing changed) when the index has no record of the file.
 fn keep_previous(entry: &mut FileEntry, walked: &mut Walked, why: &str) -> Option<Source> {
-    let rec = walked.recorded()?.clone();
+    let rec = walked.recorded()?;
     entry.kind = rsync_wire::EntryKind::File {
         size: rec.remote_size,
     };
     entry.mtime = rec.mtime;
     entry.mtime_nsec = rec.mtime_nsec;
-    walked.stat = Stat {
+    let stat = Stat {
         size: rec.size,
         mtime: rec.mtime,
         mtime_nsec: rec.mtime_nsec,
@@ -335,7 +335,9 @@ fn keep_previous(entry: &mut FileEntry, walked: &mut Walked, why: &str) -> Optio
         dev: walked.stat.dev,
         perms: walked.stat.perms,
     };
-    walked.known = Some((rec.remote_size, rec.hash));
+    let known = Some((rec.remote_size, rec.hash));
+    walked.stat = stat;
+    walked.known = known;
     walked.rare_mut().kept_previous = Some(format!(
         "{why}; this snapshot keeps the version of the previous backup"
     ));
@@ -1049,14 +1051,13 @@ fn spec_of<'a>(
 
 impl Sources for Slots {
     fn source(&self, slot: usize) -> Option<Cow<'_, Source>> {
-        match self.sources.get(slot)? {
-            Source::Unchanged => {
-                let walked = self.walked.get(slot.checked_sub(1)?)?.as_ref();
-                let spec = spec_of(&Source::Unchanged, walked, &self.root, self.sealed)?;
-                Some(Cow::Owned(Source::File(Box::new(spec.into_owned()))))
-            }
-            source => Some(Cow::Borrowed(source)),
+        let source = self.sources.get(slot)?;
+        if !matches!(source, Source::Unchanged) {
+            return Some(Cow::Borrowed(source));
         }
+        let walked = self.walked.get(slot.checked_sub(1)?)?.as_ref();
+        let spec = spec_of(source, walked, &self.root, self.sealed)?;
+        Some(Cow::Owned(Source::File(Box::new(spec.into_owned()))))
     }
 }
 
