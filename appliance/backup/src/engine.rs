@@ -4,7 +4,7 @@
 //! 1. list the share's snapshots on the target (creating the share's folder on the first run);
 //! 2. walk the share in walk order, merging the previous index: a file whose size, mtime, ctime and inode
 //!    match its index record is taken as is (sealed size and hash from the index, nothing read);
-//! 3. every [`BackupOptions::batch_entries`] entries (two and a half times as many while none of them is
+//! 3. every [`BackupOptions::batch_entries`] entries (five times as many while none of them is
 //!    to be read), push the batch into the new snapshot folder in one
 //!    rsync session with `--link-dest` to the previous snapshot (and to newer incomplete ones, so an
 //!    interrupted run's work is reused). Changed files of sealed shares are read once to learn their sealed
@@ -54,8 +54,8 @@ pub struct BackupOptions {
     pub shares: Vec<String>,
     /// Walk and compare, list the target, plan retention; write nothing anywhere.
     pub dry_run: bool,
-    /// Entries per rsync session, two and a half times as many when none is to be read (bounds memory:
-    /// below 1 KiB each, up to four batches at once).
+    /// Entries per rsync session, five times as many when none is to be read (bounds memory: below
+    /// 1 KiB each, up to two batches at once).
     pub batch_entries: usize,
     /// Passphrase of a wrapped key file.
     pub passphrase: Option<Vec<u8>>,
@@ -270,7 +270,7 @@ struct Walked {
     stat: Stat,
     /// Target size and hash, when known before the push (index, inline content, folders).
     known: Option<(u64, [u8; 32])>,
-    /// What few entries have, boxed: most entries of a night are unchanged files, and up to four
+    /// What few entries have, boxed: most entries of a night are unchanged files, and up to two
     /// batches of thousands are alive at once.
     rare: Option<Box<Rare>>,
 }
@@ -368,18 +368,6 @@ impl Batch {
             walked_count: 0,
             to_read: 0,
         }
-    }
-
-    /// Whether pushing it reads no file: each of its files is the version the index recorded (the
-    /// receiver links it from the previous snapshot), or its content is in memory already.
-    fn reads_nothing(&self) -> bool {
-        self.sources
-            .iter()
-            .zip(&self.walked)
-            .all(|(source, walked)| match source {
-                Source::File(_) => walked.as_ref().is_some_and(|w| w.known.is_some()),
-                _ => true,
-            })
     }
 
     fn push(&mut self, entry: FileEntry, source: Source, walked: Option<Walked>) {
@@ -616,28 +604,24 @@ async fn share_run(
         sizing,
     };
     // The walk (stat, index merge, sizing of changed files) runs one batch ahead of the push, on its own
-    // thread: the target works on one batch while the next is prepared.
+    // thread: the target works on one batch while the next is prepared, and the walk starts a batch only
+    // once the one before it was taken, so that two batches are alive at most (see `light_batch_entries`).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Prepared>(1);
+    let (taken_tx, taken_rx) = std::sync::mpsc::channel::<()>();
     let walk_thread = std::thread::Builder::new()
         .name("offsite-walk".into())
-        .spawn(move || preparer.run(tx))
+        .spawn(move || preparer.run(tx, taken_rx))
         .map_err(|e| Error::new(format!("share {name}: starting the walk"), e))?;
-    // Batches go in rounds: one batch, or two at once when neither has a file to read (an unchanged
-    // night, where each session's time is the server's: its start, its links, its exit). A batch is
-    // recorded (index, manifest; files that changed while read tried again) at its session's goodbye,
-    // when its outcomes are final; its server exits while the next round is pushed (see
-    // `rsync_wire::PendingExit`), and a failed exit fails the share, which then commits neither.
+    // One batch a session. A batch is recorded (index, manifest; files that changed while read tried
+    // again) at its session's goodbye, when its outcomes are final; its server exits while the next batch
+    // is pushed (see `rsync_wire::PendingExit`), and a failed exit fails the share, which then commits
+    // neither.
     let mut outcome = Ok(());
-    let mut exiting: Vec<Started> = Vec::new();
-    let mut carry: Option<Prepared> = None;
+    let mut exiting: Option<Started> = None;
     loop {
-        let next = match carry.take() {
-            Some(p) => Some(p),
-            None => rx.recv().await,
-        };
-        let Some(first) = next else {
+        let Some(first) = rx.recv().await else {
             // Every session is ended, also after one failed: none is left half-closed.
-            for prev in exiting.drain(..) {
+            if let Some(prev) = exiting.take() {
                 let ended = prev.end().await;
                 if outcome.is_ok() {
                     outcome = ShareRun::settle(ended, report);
@@ -645,63 +629,41 @@ async fn share_run(
             }
             break;
         };
-        let mut round = vec![accept_batch(first, &run, report, progress, name)];
-        if round[0].reads_nothing()
-            && let Ok(p) = rx.try_recv()
-        {
-            if p.batch.reads_nothing() {
-                round.push(accept_batch(p, &run, report, progress, name));
-            } else {
-                carry = Some(p);
-            }
-        }
-        let prev = std::mem::take(&mut exiting);
+        // The walk may prepare the next batch now (a walk that has ended does not listen).
+        let _ = taken_tx.send(());
+        let batch = accept_batch(first, &run, report, progress, name);
+        let prev = exiting.take();
         let end_prev = async move {
-            let mut done = Vec::with_capacity(prev.len());
-            for started in prev {
-                done.push(started.end().await);
-            }
-            done
-        };
-        let begin = async {
-            let mut batches = round.into_iter();
-            match (batches.next(), batches.next()) {
-                (Some(a), Some(b)) => {
-                    let (a, b) = tokio::join!(run.begin_batch(a), run.begin_batch(b));
-                    vec![a, b]
-                }
-                (Some(a), None) => vec![run.begin_batch(a).await],
-                _ => Vec::new(),
+            match prev {
+                Some(started) => Some(started.end().await),
+                None => None,
             }
         };
+        let begin = run.begin_batch(batch);
         let (ended, started) = tokio::join!(end_prev, begin);
         let mut failed = None;
-        for ended in ended {
-            if failed.is_none()
-                && let Err(e) = ShareRun::settle(ended, report)
-            {
-                failed = Some(e);
-            }
+        if let Some(ended) = ended
+            && let Err(e) = ShareRun::settle(ended, report)
+        {
+            failed = Some(e);
         }
-        let mut current = Vec::with_capacity(started.len());
-        for s in started {
-            match s {
-                Ok(mut cur) => {
-                    cur.started.report(name, report, progress);
-                    if failed.is_none()
-                        && let Err(e) = run.record_batch(cur.record, report, progress).await
-                    {
-                        failed = Some(e);
-                    }
-                    current.push(cur.started);
+        let current = match started {
+            Ok(mut cur) => {
+                cur.started.report(name, report, progress);
+                if failed.is_none()
+                    && let Err(e) = run.record_batch(cur.record, report, progress).await
+                {
+                    failed = Some(e);
                 }
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
+                Some(cur.started)
             }
-        }
+            Err(e) => {
+                failed.get_or_insert(e);
+                None
+            }
+        };
         if let Some(e) = failed {
-            for started in current {
+            if let Some(started) = current {
                 started.end().await;
             }
             outcome = Err(e);
@@ -709,7 +671,9 @@ async fn share_run(
         }
         exiting = current;
     }
+    // A walk waiting to be told its batch was taken, or to hand one over, stops.
     drop(rx);
+    drop(taken_tx);
     let walked = walk_thread.join();
     outcome?;
     if walked.is_err() {
@@ -997,14 +961,13 @@ struct InFlight {
 /// On an unchanged night every batch is such a batch, and the server's start and exit per session, not
 /// the entries, set the pace: measured on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s,
 /// 2,048 3.3-3.6 s, 4,096 2.4-2.6 s (stock `rsync --link-dest`: 4.0-4.3 s), and a session costs the
-/// client about 1.8 ms of CPU. Memory sets the limit: four batches can be alive at once (being walked,
-/// waiting, two pushed; the sessions still exiting keep none), about 640 bytes an unchanged file (its
-/// file list entry and target path are most of it). Two and a half times: 2,560 entries for the default
-/// 1,024, 10,240 alive at most, which a share of 10,000 files reaches too, so that the peak grows by
-/// less than 2 MiB from 10,000 files to 100,000 (three times grew it by 2.1 MiB; BENCHMARKS.md,
-/// fourteenth session).
+/// client about 1.8 ms of CPU. Memory sets the limit: two batches can be alive at once (one pushed, the
+/// next being walked; the session still exiting keeps none), about 640 bytes an unchanged file (its
+/// file list entry and target path are most of it). Five times: 5,120 entries for the default 1,024,
+/// 10,240 alive at most, which a share of 10,000 files reaches too, so that the peak grows by less than
+/// 2 MiB from 10,000 files to 100,000 (BENCHMARKS.md, fourteenth and fifteenth sessions).
 fn light_batch_entries(batch_entries: usize) -> usize {
-    batch_entries.saturating_mul(5) / 2
+    batch_entries.saturating_mul(5)
 }
 
 /// What [`ShareRun::record_batch`] needs of a pushed batch.
@@ -1099,10 +1062,15 @@ struct Preparer {
 
 impl Preparer {
     /// Sends batches until the walk ends (always at least one, so the snapshot folder is made).
-    fn run(mut self, tx: tokio::sync::mpsc::Sender<Prepared>) {
+    /// `taken` says when the engine took the batch sent last: the next one is walked only then.
+    fn run(
+        mut self,
+        tx: tokio::sync::mpsc::Sender<Prepared>,
+        taken: std::sync::mpsc::Receiver<()>,
+    ) {
         loop {
             let (p, more) = self.next_batch();
-            if tx.blocking_send(p).is_err() || !more {
+            if tx.blocking_send(p).is_err() || !more || taken.recv().is_err() {
                 return;
             }
         }

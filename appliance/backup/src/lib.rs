@@ -25,8 +25,8 @@
 //! # Memory
 //! Nothing grows with the number of files: the walk holds one folder listing per level, the index and the
 //! manifest are streamed to and from disk in walk order, and the share is pushed in batches of at most
-//! [`engine::BackupOptions::batch_entries`] entries (twice that when none is to be read), one rsync session
-//! each (all over one SSH connection).
+//! [`engine::BackupOptions::batch_entries`] entries (five times that when none is to be read), one rsync
+//! session each (all over one SSH connection), two batches alive at most.
 //! Nothing grows with file sizes: files are sealed as the rsync sender reads them.
 
 use std::fmt;

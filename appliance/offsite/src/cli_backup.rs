@@ -45,7 +45,7 @@ pub struct BackupArgs {
     /// Print the run report as JSON on stdout at the end.
     #[arg(long)]
     json: bool,
-    /// Entries per rsync session (two and a half times as many while none is to be read): memory is
+    /// Entries per rsync session (five times as many while none is to be read): memory is
     /// proportional to it, not to the number of files.
     #[arg(long, value_name = "N", default_value_t = BackupOptions::default().batch_entries)]
     batch_entries: usize,
