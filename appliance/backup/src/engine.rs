@@ -35,7 +35,8 @@ use crate::content::{
     BatchContent, FileSpec, Outcome, Outcomes, ReadCounters, RemoteSize, Source, Sources,
 };
 use crate::index::{
-    INDEX_FORMAT, IndexEntry, IndexHeader, IndexReader, IndexRecord, IndexWriter, index_path,
+    INDEX_FORMAT, IndexEntry, IndexHeader, IndexReader, IndexRecord, IndexWriter, RecordSpan,
+    index_path,
 };
 use crate::manifest::{
     EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntry, ManifestHeader, ManifestWriter,
@@ -273,6 +274,9 @@ struct Walked {
     /// What few entries have, boxed: most entries of a night are unchanged files, and up to two
     /// batches of thousands are alive at once.
     rare: Option<Box<Rare>>,
+    /// An unchanged file whose new index record is its old one byte for byte: where that is in the old
+    /// index (see [`IndexWriter::push_same`]).
+    same_record: Option<RecordSpan>,
 }
 
 /// The fields of a [`Walked`] entry that few entries have.
@@ -295,6 +299,7 @@ impl Walked {
             stat,
             known,
             rare: None,
+            same_record: None,
         }
     }
 
@@ -782,15 +787,24 @@ fn add_entry(
         ));
     }
     // A file's record in the index, looked up first: it may hold the file's sealed name.
-    let recorded = if e.kind == Kind::File {
-        old_index.lookup(&e.rel)
-    } else {
-        None
+    let (recorded, span) = match e.kind {
+        Kind::File => old_index.lookup_spanned(&e.rel).unzip(),
+        _ => (None, None),
     };
     let cached = recorded
         .map(|r| &r.sealed_name[..])
         .filter(|n| !n.is_empty());
     let (remote, side) = names.map(&e.rel, cached).map_err(|why| fail(&e.rel, why))?;
+    // The name `record_batch` will keep in the new record is the one the index has (see there).
+    let same_name = recorded.is_some_and(|r| {
+        let name_len = e.rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
+        if share.encrypt_names && name_len <= seal::names::MAX_SHORT_NAME {
+            let component = remote.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
+            !r.sealed_name.is_empty() && component == &r.sealed_name[..]
+        } else {
+            r.sealed_name.is_empty()
+        }
+    });
     let st = &e.stat;
     if let Some((side_name, content)) = side {
         let len = content.len() as u64;
@@ -858,6 +872,9 @@ fn add_entry(
                 }
                 _ => None,
             };
+            // Path, stat fields, target size and hash as recorded, and the same name: the new record
+            // is the old one.
+            let same_record = span.filter(|_| known.is_some() && same_name);
             // The record is kept for a changed file only: it is also what the file falls back to if it
             // keeps changing while read.
             let recorded = if known.is_none() {
@@ -904,6 +921,7 @@ fn add_entry(
                             ..Rare::default()
                         })
                     }),
+                    same_record,
                     ..Walked::new(e.rel, EntryKind::File, e.stat, known)
                 }),
             );
@@ -1499,7 +1517,15 @@ impl ShareRun<'_> {
                 (None, _, _) => (0, [0; 32]),
             };
             let st = &w.stat;
+            let same_record = match (w.same_record, self.index.as_mut()) {
+                // Only a file that kept its recorded version has one (not one read again).
+                (Some(span), Some(index)) if w.known == Some((remote_size, hash)) => index
+                    .push_same(span)
+                    .map_err(|e| Error::new("writing the index", e))?,
+                _ => false,
+            };
             if w.kind == EntryKind::File
+                && !same_record
                 && let Some(index) = self.index.as_mut()
             {
                 let mut sealed_name: &[u8] = &[];
