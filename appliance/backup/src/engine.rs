@@ -795,16 +795,9 @@ fn add_entry(
         .map(|r| &r.sealed_name[..])
         .filter(|n| !n.is_empty());
     let (remote, side) = names.map(&e.rel, cached).map_err(|why| fail(&e.rel, why))?;
-    // The name `record_batch` will keep in the new record is the one the index has (see there).
-    let same_name = recorded.is_some_and(|r| {
-        let name_len = e.rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
-        if share.encrypt_names && name_len <= seal::names::MAX_SHORT_NAME {
-            let component = remote.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
-            !r.sealed_name.is_empty() && component == &r.sealed_name[..]
-        } else {
-            r.sealed_name.is_empty()
-        }
-    });
+    // The new record keeps the sealed name the index has.
+    let same_name = recorded
+        .is_some_and(|r| r.sealed_name == name_to_keep(share.encrypt_names, &e.rel, &remote));
     let st = &e.stat;
     if let Some((side_name, content)) = side {
         let len = content.len() as u64;
@@ -928,6 +921,19 @@ fn add_entry(
         }
     }
     Ok(())
+}
+
+/// The sealed name a file's index record keeps (see [`IndexEntry::sealed_name`]), for its path `rel` and
+/// its target path `remote`: the last component of `remote`, as sealed or checked by `Names::map`, for a
+/// short name of a share that seals names; none otherwise (a long name also needs its side file, and is
+/// sealed again).
+fn name_to_keep<'a>(encrypt_names: bool, rel: &[u8], remote: &'a [u8]) -> &'a [u8] {
+    let name_len = rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
+    if encrypt_names && name_len <= seal::names::MAX_SHORT_NAME {
+        remote.rsplit(|&b| b == b'/').next().unwrap_or(&[])
+    } else {
+        &[]
+    }
 }
 
 /// A session whose protocol exchange is over.
@@ -1528,19 +1534,9 @@ impl ShareRun<'_> {
                 && !same_record
                 && let Some(index) = self.index.as_mut()
             {
-                let mut sealed_name: &[u8] = &[];
-                if self.share.encrypt_names
-                    && let Some(entry) = entries.get(slot)
-                {
-                    // The last component of its target path, as sealed or checked by `Names::map`;
-                    // kept for short names only (a long name also needs its side file, and is sealed
-                    // again).
-                    let component = entry.name.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
-                    let name_len = w.rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
-                    if name_len <= seal::names::MAX_SHORT_NAME {
-                        sealed_name = component;
-                    }
-                }
+                let sealed_name = entries.get(slot).map_or(&[][..], |entry| {
+                    name_to_keep(self.share.encrypt_names, &w.rel, &entry.name)
+                });
                 index
                     .push(
                         &IndexRecord::new(&w.rel, st, remote_size, hash),

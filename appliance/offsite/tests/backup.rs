@@ -128,6 +128,14 @@ fn first_unchanged_and_edited_runs_restore_from_a_plain_copy() {
     assert_restores(&s, &snaps[2], &|_| false);
     // The older snapshots are untouched.
     assert!(snaps[0].join(".offsite-manifest").is_file());
+
+    // The index the edited run wrote (records kept as they were before the first edit, written after
+    // it) lets the next run read nothing.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r4 = s.backup_ok();
+    assert_eq!(counter(&r4, "files_read"), 0, "{r4}");
+    assert_eq!(counter(&r4, "unchanged"), counter(&r4, "files"), "{r4}");
+    assert_restores(&s, &s.snapshots(&s.target)[3], &|_| false);
 }
 
 #[test]
@@ -295,8 +303,8 @@ fn many_small_batches_give_the_same_snapshot() {
     assert_eq!(counter(&r, "files_read"), 0, "{r}");
     // The manifest is sent as a delta against the previous one.
     assert!(counter(&r, "literal_bytes") < 2000, "{r}");
-    // Nothing to read: the batches went two sessions at once into the same folder, and the snapshot is
-    // the same, every file linked from the first.
+    // Nothing to read: the batches went one session after the other into the same folder, and the
+    // snapshot is the same, every file linked from the first.
     let snaps = s.snapshots(&s.target);
     assert_eq!(snaps.len(), 2);
     assert_restores(&s, &snaps[1], &|_| false);
