@@ -11,7 +11,7 @@
 
 use std::cmp::Ordering;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -396,10 +396,11 @@ impl IndexWriter {
 
     /// Makes the new index the current one, durably. When it is the old one byte for byte, that stays.
     pub fn commit(mut self) -> io::Result<()> {
-        if let WriteState::Same { old, skipped, .. } = &mut self.state {
-            skip_old(old, skipped)?;
-            // Alike to the end only if the old index has nothing more.
-            if old.fill_buf()?.is_empty() {
+        if let WriteState::Same { old, same, .. } = &self.state {
+            // Alike to the end only if the old index is as long as what it matched: not longer (then it
+            // has records the run did not), not shorter (records `push_same` took past its end; `diverge`
+            // reports that).
+            if old.get_ref().metadata()?.len() == *same {
                 return Ok(());
             }
             self.diverge()?;
@@ -415,7 +416,8 @@ impl IndexWriter {
 }
 
 /// Moves `old` on by the `skipped` bytes [`IndexWriter::push_same`] took. Past the end of a file that
-/// shrank meanwhile, the next comparison fails and `diverge` reports it.
+/// shrank meanwhile, the next comparison fails (or `commit` finds the length short) and `diverge` reports
+/// it.
 fn skip_old(old: &mut BufReader<File>, skipped: &mut u64) -> io::Result<()> {
     if *skipped > 0 {
         let by = i64::try_from(*skipped).map_err(io::Error::other)?;
@@ -557,6 +559,8 @@ mod tests {
         };
         assert_eq!(rewrite(old), 4);
         let ino = fs::metadata(&p).unwrap().ino();
+        // Kept alive by a second name, so that no later file can get its inode number.
+        fs::hard_link(&p, d.path().join("pinned")).unwrap();
         assert_eq!(fs::read(&p).unwrap(), fresh(old));
         let cases: [(&[(&str, u64)], usize); 5] = [
             (&[("a", 7), ("b", 8), ("c", 7), ("d", 7)], 1), // a change in the middle: written after
@@ -570,6 +574,30 @@ mod tests {
             assert_eq!(fs::read(&p).unwrap(), fresh(new), "{new:?}");
         }
         assert_ne!(fs::metadata(&p).unwrap().ino(), ino);
+    }
+
+    #[test]
+    fn records_kept_past_the_end_of_a_shrunk_index_fail_the_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let h = header();
+        let p = index_path(d.path(), "s");
+        let mut w = IndexWriter::create(&p, &h).unwrap();
+        for name in ["a", "b", "c"] {
+            let e = IndexEntry::new(name.into(), &stat(7), 9, [9; 32]);
+            w.push(&e, &e.sealed_name).unwrap();
+        }
+        w.commit().unwrap();
+        let bytes = fs::read(&p).unwrap();
+        let mut r = IndexReader::open(&p, &h);
+        let mut w = IndexWriter::create(&p, &h).unwrap();
+        for name in ["a", "b", "c"] {
+            let (_, span) = r.lookup_spanned(name.as_bytes()).unwrap();
+            assert!(w.push_same(span).unwrap());
+        }
+        // Shrunk while the run went on: the commit says so and leaves the file as it is.
+        fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(w.commit().is_err());
+        assert_eq!(fs::read(&p).unwrap(), &bytes[..bytes.len() - 5]);
     }
 
     #[test]
