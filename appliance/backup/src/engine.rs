@@ -795,9 +795,6 @@ fn add_entry(
         .map(|r| &r.sealed_name[..])
         .filter(|n| !n.is_empty());
     let (remote, side) = names.map(&e.rel, cached).map_err(|why| fail(&e.rel, why))?;
-    // The new record keeps the sealed name the index has.
-    let same_name = recorded
-        .is_some_and(|r| r.sealed_name == name_to_keep(share.encrypt_names, &e.rel, &remote));
     let st = &e.stat;
     if let Some((side_name, content)) = side {
         let len = content.len() as u64;
@@ -858,16 +855,17 @@ fn add_entry(
         Kind::File => {
             counts.files += 1;
             counts.bytes += st.size;
-            let known = match recorded {
+            let (known, same_record) = match recorded {
                 Some(ix) if ix.matches(st) => {
                     counts.unchanged += 1;
-                    Some((ix.remote_size, ix.hash))
+                    // Path, stat fields, target size and hash as recorded; with the same sealed name
+                    // kept, the new record is the old one.
+                    let same_name =
+                        ix.sealed_name == name_to_keep(share.encrypt_names, &e.rel, &remote);
+                    (Some((ix.remote_size, ix.hash)), span.filter(|_| same_name))
                 }
-                _ => None,
+                _ => (None, None),
             };
-            // Path, stat fields, target size and hash as recorded, and the same name: the new record
-            // is the old one.
-            let same_record = span.filter(|_| known.is_some() && same_name);
             // The record is kept for a changed file only: it is also what the file falls back to if it
             // keeps changing while read.
             let recorded = if known.is_none() {
