@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use jiff::Timestamp;
 use remote::Remote;
 use rsync_wire::{AltDest, Event, FileEntry, FileList, MessageKind, PushOptions};
@@ -30,6 +31,7 @@ use seal::names::{SealedName, is_short_form, seal_name};
 use seal::{Keys, MasterKey, RelPath, SealOptions};
 
 use crate::Error;
+use crate::arena::Arena;
 use crate::config::{Config, ShareConfig};
 use crate::content::{
     BatchContent, FileSpec, Outcome, Outcomes, ReadCounters, RemoteSize, Source, Sources,
@@ -39,7 +41,7 @@ use crate::index::{
     index_path,
 };
 use crate::manifest::{
-    EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntry, ManifestHeader, ManifestWriter,
+    EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntryOf, ManifestHeader, ManifestWriter,
     sealed_identity,
 };
 use crate::progress::{Counters, Progress};
@@ -197,8 +199,11 @@ async fn backup_share(
 /// the folders above the current entry are a stack).
 struct Names {
     keys: Option<Keys>,
-    /// (plaintext path, target path, the folder's list entry) of the folders above the current entry.
+    /// (plaintext path, target path, the folder's list entry) of the folders above the current entry,
+    /// copied out of the arena (they outlive batches).
     stack: Vec<(Vec<u8>, Vec<u8>, FileEntry)>,
+    /// Where target paths are cut from.
+    paths: Arena,
 }
 
 /// A long name's side file: its target path and content.
@@ -210,12 +215,12 @@ impl Names {
     /// again when it has the right form.
     fn map(
         &mut self,
-        rel: &[u8],
+        rel: &Bytes,
         cached: Option<&[u8]>,
-    ) -> Result<(Vec<u8>, Option<SideFile>), String> {
+    ) -> Result<(Bytes, Option<SideFile>), String> {
         let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&rel[..0], rel),
+            None => (&rel[..0], &rel[..]),
         };
         while let Some(top) = self.stack.last() {
             if top.0 == parent {
@@ -228,28 +233,25 @@ impl Names {
             None if parent.is_empty() => b"",
             None => return Err("its folder is not in the backup".into()),
         };
-        let join = |a: &[u8], b: &[u8]| -> Vec<u8> {
-            if a.is_empty() {
-                b.to_vec()
-            } else {
-                [a, b"/", b].concat()
-            }
-        };
         let Some(keys) = &self.keys else {
-            return Ok((rel.to_vec(), None));
+            return Ok((rel.clone(), None));
         };
         if let Some(component) = cached.filter(|c| is_short_form(name.len(), c)) {
-            return Ok((join(remote_parent, component), None));
+            return Ok((self.paths.child(remote_parent, component), None));
         }
         let sealed = seal_name(keys, parent, name).map_err(|e| e.to_string())?;
-        let remote = join(remote_parent, sealed.component().as_bytes());
+        let remote = self
+            .paths
+            .child(remote_parent, sealed.component().as_bytes());
         let side = match &sealed {
             SealedName::Long {
                 side_file,
                 side_content,
                 ..
             } => Some((
-                join(remote_parent, side_file.as_bytes()),
+                self.paths
+                    .child(remote_parent, side_file.as_bytes())
+                    .to_vec(),
                 side_content.as_bytes().to_vec(),
             )),
             SealedName::Short(_) => None,
@@ -258,15 +260,19 @@ impl Names {
     }
 
     fn push_dir(&mut self, rel: &[u8], remote: &[u8], entry: &FileEntry) {
-        self.stack
-            .push((rel.to_vec(), remote.to_vec(), entry.clone()));
+        let entry = FileEntry {
+            name: Bytes::copy_from_slice(&entry.name),
+            ..entry.clone()
+        };
+        self.stack.push((rel.to_vec(), remote.to_vec(), entry));
     }
 }
 
 /// An entry of the walk, kept until its batch is pushed.
 #[derive(Clone)]
 struct Walked {
-    rel: Vec<u8>,
+    /// Cut out of the walk's arena, like its neighbours' (see [`crate::arena`]).
+    rel: Bytes,
     kind: EntryKind,
     stat: Stat,
     /// Target size and hash, when known before the push (index, inline content, folders).
@@ -292,7 +298,7 @@ struct Rare {
 }
 
 impl Walked {
-    fn new(rel: Vec<u8>, kind: EntryKind, stat: Stat, known: Option<(u64, [u8; 32])>) -> Walked {
+    fn new(rel: Bytes, kind: EntryKind, stat: Stat, known: Option<(u64, [u8; 32])>) -> Walked {
         Walked {
             rel,
             kind,
@@ -601,6 +607,7 @@ async fn share_run(
         names: Names {
             keys: share.encrypt_names.then(|| ctx.keys.clone()),
             stack: Vec::new(),
+            paths: Arena::default(),
         },
         old_index,
         walker: Some(walker),
@@ -1286,7 +1293,7 @@ impl Preparer {
         p.counts.bytes_produced += counters.bytes_produced.into_inner();
         for (i, why) in dropped {
             if let Some(w) = p.batch.walked.remove(i) {
-                p.skips.push((w.rel, why));
+                p.skips.push((w.rel.to_vec(), why));
                 p.batch.walked_count -= 1;
             }
             p.batch.entries.remove(i);
@@ -1543,8 +1550,8 @@ impl ShareRun<'_> {
                     .map_err(|e| Error::new("writing the index", e))?;
             }
             if let Some(m) = self.manifest.as_mut() {
-                m.push(ManifestEntry {
-                    path: w.rel,
+                m.push(ManifestEntryOf {
+                    path: &w.rel,
                     kind: w.kind,
                     size: if w.kind == EntryKind::File {
                         st.size
@@ -1556,7 +1563,7 @@ impl ShareRun<'_> {
                     perms: st.perms,
                     remote_size,
                     hash,
-                    link: w.rare.map(|r| r.link).unwrap_or_default(),
+                    link: w.rare.as_ref().map_or(&[][..], |r| &r.link[..]),
                 })
                 .map_err(|e| Error::new("writing the manifest", e))?;
             }

@@ -32,6 +32,7 @@
 use std::fmt;
 use std::path::Path;
 
+mod arena;
 pub mod bundle_io;
 pub mod config;
 mod config_write;

@@ -51,10 +51,14 @@ pub enum EntryKind {
     Symlink,
 }
 
+/// One entry of a manifest: [`ManifestEntry`] (owned, as read back) or [`ManifestEntryRef`] (borrowed,
+/// as the engine writes it from what its batch holds). Both encode alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestEntry {
+#[serde(bound(serialize = "P: AsRef<[u8]>", deserialize = "P: Deserialize<'de>"))]
+pub struct ManifestEntryOf<P> {
     /// Plaintext path relative to the share root.
-    pub path: Vec<u8>,
+    #[serde(serialize_with = "as_bytes")]
+    pub path: P,
     pub kind: EntryKind,
     /// Plaintext size (files).
     pub size: u64,
@@ -66,15 +70,49 @@ pub struct ManifestEntry {
     /// Files: the sealed file's trailer MAC (encrypted shares) or BLAKE3 of the content.
     pub hash: [u8; 32],
     /// Symlinks: the target.
-    pub link: Vec<u8>,
+    #[serde(serialize_with = "as_bytes")]
+    pub link: P,
+}
+
+/// A manifest entry that owns its path and link.
+pub type ManifestEntry = ManifestEntryOf<Vec<u8>>;
+
+/// A manifest entry that borrows its path and link.
+pub type ManifestEntryRef<'a> = ManifestEntryOf<&'a [u8]>;
+
+impl ManifestEntry {
+    /// The same entry, borrowed (what [`ManifestWriter::push`] takes).
+    pub fn as_ref(&self) -> ManifestEntryRef<'_> {
+        ManifestEntryOf {
+            path: &self.path,
+            kind: self.kind,
+            size: self.size,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+            perms: self.perms,
+            remote_size: self.remote_size,
+            hash: self.hash,
+            link: &self.link,
+        }
+    }
+}
+
+/// Bytes written in one piece: postcard's encoding of a byte string is its length and the bytes, as for
+/// a sequence of `u8` (which is how serde would write them, one call a byte).
+fn as_bytes<P: AsRef<[u8]>, S: serde::Serializer>(v: &P, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(v.as_ref())
 }
 
 /// What follows the header: entries, then one end record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ManifestRecord {
-    Entry(ManifestEntry),
+#[serde(bound(serialize = "P: AsRef<[u8]>", deserialize = "P: Deserialize<'de>"))]
+pub enum ManifestRecordOf<P> {
+    Entry(ManifestEntryOf<P>),
     End { entries: u64 },
 }
+
+/// A manifest record as read back.
+pub type ManifestRecord = ManifestRecordOf<Vec<u8>>;
 
 /// Writes a manifest into a temporary file in the state folder, one entry at a time.
 pub struct ManifestWriter {
@@ -97,14 +135,18 @@ impl ManifestWriter {
         Ok(w)
     }
 
-    pub fn push(&mut self, e: ManifestEntry) -> io::Result<()> {
+    pub fn push(&mut self, e: ManifestEntryRef<'_>) -> io::Result<()> {
         self.entries += 1;
-        records::write(&mut self.out, &ManifestRecord::Entry(e), &mut self.scratch)
+        records::write(
+            &mut self.out,
+            &ManifestRecordOf::Entry(e),
+            &mut self.scratch,
+        )
     }
 
     /// Ends the manifest; returns the plaintext file rewound, its length and the entry count.
     pub fn finish(mut self) -> io::Result<(File, u64, u64)> {
-        let end = ManifestRecord::End {
+        let end = ManifestRecordOf::<&[u8]>::End {
             entries: self.entries,
         };
         records::write(&mut self.out, &end, &mut self.scratch)?;
@@ -211,7 +253,7 @@ mod tests {
             hash: [3; 32],
             link: vec![],
         };
-        w.push(e.clone()).unwrap();
+        w.push(e.as_ref()).unwrap();
         let (mut f, len, n) = w.finish().unwrap();
         assert_eq!(n, 1);
         let mut bytes = Vec::new();
@@ -226,5 +268,59 @@ mod tests {
             ManifestReader::new(&bytes[..bytes.len() - 2], "docs", "2026-11-26T010203Z").unwrap();
         assert!(r.next_entry().is_ok());
         assert!(r.next_entry().is_err());
+    }
+
+    /// The layout manifests on targets were written in: serde's derive, byte strings as sequences.
+    #[derive(Serialize)]
+    enum FormerRecord {
+        Entry {
+            path: Vec<u8>,
+            kind: EntryKind,
+            size: u64,
+            mtime: i64,
+            mtime_nsec: u32,
+            perms: u32,
+            remote_size: u64,
+            hash: [u8; 32],
+            link: Vec<u8>,
+        },
+    }
+
+    #[test]
+    fn entries_encode_as_they_always_did() {
+        for (path, link) in [
+            (b"a/b".to_vec(), Vec::new()),
+            (vec![b'x'; 300], b"../target".to_vec()),
+            (Vec::new(), vec![0xff; 128]),
+        ] {
+            let e = ManifestEntry {
+                path: path.clone(),
+                kind: EntryKind::Symlink,
+                size: 300,
+                mtime: -5,
+                mtime_nsec: 999_999_999,
+                perms: 0o7777,
+                remote_size: u64::MAX,
+                hash: core::array::from_fn(|i| i as u8),
+                link: link.clone(),
+            };
+            let former = FormerRecord::Entry {
+                path,
+                kind: e.kind,
+                size: e.size,
+                mtime: e.mtime,
+                mtime_nsec: e.mtime_nsec,
+                perms: e.perms,
+                remote_size: e.remote_size,
+                hash: e.hash,
+                link,
+            };
+            let now = postcard::to_stdvec(&ManifestRecordOf::Entry(e.as_ref())).unwrap();
+            assert_eq!(now, postcard::to_stdvec(&former).unwrap());
+            assert_eq!(
+                postcard::from_bytes::<ManifestRecord>(&now).unwrap(),
+                ManifestRecord::Entry(e)
+            );
+        }
     }
 }

@@ -11,7 +11,8 @@
 //! Every entry of an unchanged night costs this walk and little else, so it is lean: each folder is opened
 //! once and its entries are looked up relative to it (`statx` on the folder's descriptor: the kernel
 //! resolves one component instead of the whole path), its names are read with `getdents64` into one buffer
-//! (no allocation per name), and an entry's path relative to the share is its only allocation. Folders
+//! (no allocation per name), and an entry's path relative to the share is cut out of a shared chunk
+//! ([`crate::arena`]). Folders
 //! deeper than [`OPEN_LEVELS`] are reached by their full path, so a deep tree cannot run out of descriptors.
 
 use std::cmp::Ordering;
@@ -24,8 +25,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Statx, StatxFlags};
 
+use crate::arena::Arena;
 use crate::exclude::Excludes;
 
 /// What an entry is.
@@ -81,8 +84,9 @@ impl Stat {
 /// One entry of the share.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Path relative to the share root, `/`-separated bytes (on disk: the share's path joined with it).
-    pub rel: Vec<u8>,
+    /// Path relative to the share root, `/`-separated bytes (on disk: the share's path joined with it);
+    /// cut out of a chunk shared with the entries walked around it.
+    pub rel: Bytes,
     pub kind: Kind,
     pub stat: Stat,
 }
@@ -182,6 +186,8 @@ pub struct Walker {
     stack: Vec<Frame>,
     /// The `getdents64` buffer, shared by every folder's listing.
     buf: Vec<MaybeUninit<u8>>,
+    /// Where the entries' paths are cut from.
+    paths: Arena,
     /// False once `statx` is known to be missing (kernels before 4.11): entries are then looked up with
     /// the standard library's `lstat` by full path.
     statx: bool,
@@ -205,6 +211,7 @@ impl Walker {
             excludes,
             stack: vec![frame],
             buf,
+            paths: Arena::default(),
             statx: true,
             root: Stat::of(&meta),
         })
@@ -221,11 +228,12 @@ enum Found {
 
 impl Walker {
     /// Looks at the next name of the innermost folder; `None` when that folder is done.
-    fn step(&mut self) -> Option<(Vec<u8>, Found)> {
+    fn step(&mut self) -> Option<(Bytes, Found)> {
         let Walker {
             excludes,
             stack,
             buf,
+            paths,
             statx,
             ..
         } = self;
@@ -233,12 +241,7 @@ impl Walker {
         let frame = stack.last_mut()?;
         let at = frame.order.pop()?;
         let name = name_at(&frame.names, at);
-        let mut rel = Vec::with_capacity(frame.rel.len() + 1 + name.len());
-        rel.extend_from_slice(&frame.rel);
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(name);
+        let rel = paths.child(&frame.rel, name);
         let Ok(cname) = CStr::from_bytes_until_nul(&frame.names[at.0 as usize..]) else {
             return Some((rel, Found::Skipped("a name without its end".into())));
         };
@@ -275,7 +278,7 @@ impl Walker {
                 let path = frame.path.join(OsStr::from_bytes(name));
                 let keep_open = depth < OPEN_LEVELS;
                 match Frame::open(
-                    rel.clone(),
+                    rel.to_vec(),
                     path,
                     fd.map(|d| (d, cname)),
                     keep_open,
@@ -314,7 +317,7 @@ impl Walker {
                 return Some((rel, Found::Skipped(format!("{what}: not backed up"))));
             }
         };
-        Some((Vec::new(), Found::Entry(Entry { rel, kind, stat }, below)))
+        Some((Bytes::new(), Found::Entry(Entry { rel, kind, stat }, below)))
     }
 }
 
@@ -336,7 +339,12 @@ impl Iterator for Walker {
             };
             match found {
                 Found::Nothing => continue,
-                Found::Skipped(reason) => return Some(Item::Skipped { rel, reason }),
+                Found::Skipped(reason) => {
+                    return Some(Item::Skipped {
+                        rel: rel.to_vec(),
+                        reason,
+                    });
+                }
                 Found::Entry(entry, below) => {
                     if let Some(frame) = below {
                         self.stack.push(frame);
@@ -404,7 +412,7 @@ mod tests {
             fs::write(&full, p).unwrap();
         }
         std::os::unix::fs::symlink("/etc", d.path().join("link")).unwrap();
-        let got: Vec<Vec<u8>> = Walker::new(d.path(), Excludes::default())
+        let got: Vec<Bytes> = Walker::new(d.path(), Excludes::default())
             .unwrap()
             .map(|i| match i {
                 Item::Entry(e) => {

@@ -323,7 +323,11 @@ impl Dest {
 
     /// Sets a directory's final mode and mtime (after its contents are done).
     pub(crate) fn finish_dir(&self, e: &FileEntry) -> io::Result<()> {
-        let name = if e.name == b"." { &b""[..] } else { &e.name };
+        let name = if e.name[..] == b"."[..] {
+            &b""[..]
+        } else {
+            &e.name
+        };
         if !self.dirs.contains(name) {
             return Ok(());
         }

@@ -3,6 +3,7 @@
 
 use std::cmp::Ordering;
 
+use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
 use crate::codec;
@@ -52,12 +53,63 @@ pub enum EntryKind {
     },
 }
 
+/// What a [`FileEntry`]'s name can be made from: owned or shared bytes are taken as they are, borrowed
+/// ones are copied.
+pub trait IntoName {
+    /// The name as the list holds it.
+    fn into_name(self) -> Bytes;
+}
+
+impl IntoName for Bytes {
+    fn into_name(self) -> Bytes {
+        self
+    }
+}
+
+impl IntoName for Vec<u8> {
+    fn into_name(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoName for String {
+    fn into_name(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoName for &[u8] {
+    fn into_name(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl<const N: usize> IntoName for &[u8; N] {
+    fn into_name(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl IntoName for &Vec<u8> {
+    fn into_name(self) -> Bytes {
+        Bytes::copy_from_slice(self)
+    }
+}
+
+impl IntoName for &str {
+    fn into_name(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_bytes())
+    }
+}
+
 /// One entry of the file list to push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
     /// Path relative to the destination, `/`-separated raw bytes (no leading
     /// `/`, no `.`/`..` components). The name `.` is the destination itself.
-    pub name: Vec<u8>,
+    /// Shared bytes ([`Bytes`]): a caller that lists many entries may cut their
+    /// names out of one buffer instead of allocating each.
+    pub name: Bytes,
     /// File, directory or symlink.
     pub kind: EntryKind,
     /// Modification time, seconds since the epoch.
@@ -70,9 +122,9 @@ pub struct FileEntry {
 
 impl FileEntry {
     /// A regular file.
-    pub fn file(name: impl Into<Vec<u8>>, size: u64, mtime: i64, perms: u32) -> Self {
+    pub fn file(name: impl IntoName, size: u64, mtime: i64, perms: u32) -> Self {
         FileEntry {
-            name: name.into(),
+            name: name.into_name(),
             kind: EntryKind::File { size },
             mtime,
             mtime_nsec: 0,
@@ -81,9 +133,9 @@ impl FileEntry {
     }
 
     /// A directory.
-    pub fn dir(name: impl Into<Vec<u8>>, mtime: i64, perms: u32) -> Self {
+    pub fn dir(name: impl IntoName, mtime: i64, perms: u32) -> Self {
         FileEntry {
-            name: name.into(),
+            name: name.into_name(),
             kind: EntryKind::Dir,
             mtime,
             mtime_nsec: 0,
@@ -92,9 +144,9 @@ impl FileEntry {
     }
 
     /// A symbolic link.
-    pub fn symlink(name: impl Into<Vec<u8>>, target: impl Into<Vec<u8>>, mtime: i64) -> Self {
+    pub fn symlink(name: impl IntoName, target: impl Into<Vec<u8>>, mtime: i64) -> Self {
         FileEntry {
-            name: name.into(),
+            name: name.into_name(),
             kind: EntryKind::Symlink {
                 target: target.into(),
             },
@@ -385,7 +437,7 @@ fn wire_order(entries: &[FileEntry]) -> Result<Vec<usize>> {
     let n = entries.len();
     let root = entries
         .iter()
-        .position(|e| e.name == b".")
+        .position(|e| e.name[..] == b"."[..])
         .ok_or_else(|| Error::InvalidInput("no '.' in the list".into()))?;
     let folders: std::collections::HashMap<&[u8], usize> = entries
         .iter()
@@ -508,7 +560,7 @@ impl FileList {
         let mut has_root = false;
         for e in &entries {
             validate_name(&e.name)?;
-            if e.name == b"." {
+            if e.name[..] == b"."[..] {
                 if !e.is_dir() {
                     return Err(Error::InvalidInput("'.' must be a directory".into()));
                 }
@@ -545,7 +597,7 @@ impl FileList {
         for &i in &order {
             sorted.push(std::mem::replace(
                 &mut entries[i],
-                FileEntry::dir(Vec::new(), 0, 0),
+                FileEntry::dir(Bytes::new(), 0, 0),
             ));
         }
         Ok(FileList {
@@ -630,7 +682,7 @@ impl Encoder {
         links: bool,
     ) {
         let mode = e.mode();
-        let mut xflags: u32 = if e.is_dir() && e.name == b"." {
+        let mut xflags: u32 = if e.is_dir() && e.name[..] == b"."[..] {
             XMIT_TOP_DIR
         } else {
             0
@@ -975,7 +1027,7 @@ pub(crate) async fn recv_list<W: AsyncWrite + Unpin>(
         last_name.clear();
         last_name.extend_from_slice(&name);
         entries.push(FileEntry {
-            name,
+            name: Bytes::from(name),
             kind,
             mtime,
             mtime_nsec: nsec,
@@ -1233,7 +1285,7 @@ mod tests {
         assert_ne!(
             list.entries
                 .iter()
-                .map(|e| e.name.clone())
+                .map(|e| e.name.to_vec())
                 .collect::<Vec<_>>(),
             names
                 .iter()
@@ -1243,7 +1295,7 @@ mod tests {
         let back: Vec<Vec<u8>> = list
             .caller_order()
             .into_iter()
-            .map(|e| e.name.clone())
+            .map(|e| e.name.to_vec())
             .collect();
         assert_eq!(
             back,

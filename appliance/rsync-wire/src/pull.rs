@@ -433,7 +433,7 @@ where
         };
         let failed = failed
             .into_iter()
-            .map(|(i, e)| (entries[i].name.clone(), e))
+            .map(|(i, e)| (entries[i].name.to_vec(), e))
             .collect();
         Ok::<_, Error>((stats, entries, failed))
     };

@@ -269,7 +269,7 @@ impl rsync_wire::PullSink for Collect {
         list.iter().map(|e| e.name.ends_with(self.suffix)).collect()
     }
     fn begin(&mut self, _: usize, e: &rsync_wire::FileEntry, _: bool) -> Result<(), String> {
-        self.current = Some((e.name.clone(), Vec::new()));
+        self.current = Some((e.name.to_vec(), Vec::new()));
         Ok(())
     }
     fn data(&mut self, bytes: &[u8]) -> Result<(), String> {
@@ -359,7 +359,7 @@ async fn list_tree() {
             assert_eq!((g.mtime, g.mtime_nsec), (e.mtime, e.mtime_nsec));
         }
     }
-    assert_eq!(entries[0].name, b".");
+    assert_eq!(&entries[0].name[..], b".");
 
     // Not recursive: the top level only.
     let entries = rsync_wire::list_local(&rsync_path(), &remote_dir(&src), false, &opts)
@@ -369,11 +369,11 @@ async fn list_tree() {
         entries.iter().all(|e| !e.name.contains(&b'/')),
         "{entries:?}"
     );
-    assert!(entries.iter().any(|e| e.name == b"a" && e.is_dir()));
+    assert!(entries.iter().any(|e| e.name[..] == b"a"[..] && e.is_dir()));
     assert!(
         entries
             .iter()
-            .any(|e| e.name == b"small.txt" && e.size() == 12)
+            .any(|e| e.name[..] == b"small.txt"[..] && e.size() == 12)
     );
 
     // Protocol 27.

@@ -276,7 +276,7 @@ impl rsync_wire::ContentSource for Flaky {
         entry: &rsync_wire::FileEntry,
     ) -> std::io::Result<Self::Reader> {
         use tokio::io::AsyncReadExt;
-        let n = self.opened.entry(entry.name.clone()).or_default();
+        let n = self.opened.entry(entry.name.to_vec()).or_default();
         *n += 1;
         let first = *n == 1;
         if entry.name == self.fail_open {

@@ -300,14 +300,14 @@ impl PullSink for Sink {
         let mut wanted = vec![false; list.len()];
         let mut found: Vec<(Vec<u8>, Problem)> = Vec::new();
         for (i, le) in list.iter().enumerate() {
-            if le.name == b"." || self.internal(&le.name) {
+            if le.name[..] == b"."[..] || self.internal(&le.name) {
                 continue;
             }
             // An expected entry first: a folder can be both this batch's job and, as the way down to
             // another item or as a subfolder of a split folder, listed for another reason.
-            let Some(job) = self.jobs.get_mut(&le.name) else {
-                if !self.elsewhere.contains(&le.name) {
-                    found.push((le.name.clone(), Problem::Extra));
+            let Some(job) = self.jobs.get_mut(&le.name[..]) else {
+                if !self.elsewhere.contains(&le.name[..]) {
+                    found.push((le.name.to_vec(), Problem::Extra));
                 }
                 continue;
             };
@@ -371,7 +371,7 @@ impl PullSink for Sink {
     }
 
     fn begin(&mut self, _: usize, entry: &FileEntry, _redo: bool) -> Result<(), String> {
-        let job = self.jobs.get(&entry.name).ok_or("not asked for")?;
+        let job = self.jobs.get(&entry.name[..]).ok_or("not asked for")?;
         self.tx
             .send(Msg::Begin(Box::new(job.entry.clone())))
             .map_err(|_| "the restore stopped".to_string())

@@ -75,7 +75,7 @@ impl DirSource {
 impl ContentSource for DirSource {
     type Reader = tokio::fs::File;
     async fn open(&mut self, _index: usize, entry: &FileEntry) -> io::Result<Self::Reader> {
-        self.opens.lock().unwrap().push(entry.name.clone());
+        self.opens.lock().unwrap().push(entry.name.to_vec());
         tokio::fs::File::open(self.root.join(std::ffi::OsStr::from_bytes(&entry.name))).await
     }
 }
@@ -105,7 +105,7 @@ pub fn snapshot(root: &Path) -> Snapshot {
                 md.mtime(),
             )
         };
-        m.insert(e.name, v);
+        m.insert(e.name.to_vec(), v);
     }
     m
 }

@@ -251,7 +251,7 @@ pub fn write_source_tree(root: &Path) -> io::Result<()> {
     for (e, data) in &tree {
         let p = root.join(std::ffi::OsStr::from_bytes(&e.name));
         match &e.kind {
-            rsync_wire::EntryKind::Dir if e.name == b"." => {}
+            rsync_wire::EntryKind::Dir if e.name[..] == b"."[..] => {}
             rsync_wire::EntryKind::Dir => std::fs::create_dir_all(&p)?,
             rsync_wire::EntryKind::File { .. } => std::fs::write(&p, data)?,
             rsync_wire::EntryKind::Symlink { target } => {
@@ -302,7 +302,7 @@ impl MemSource {
         MemSource(
             source_tree_ref()
                 .iter()
-                .map(|(e, d)| (e.name.clone(), d.clone()))
+                .map(|(e, d)| (e.name.to_vec(), d.clone()))
                 .collect(),
         )
     }
@@ -311,7 +311,7 @@ impl MemSource {
 impl ContentSource for MemSource {
     type Reader = io::Cursor<Vec<u8>>;
     async fn open(&mut self, _: usize, e: &FileEntry) -> io::Result<Self::Reader> {
-        match self.0.get(&e.name) {
+        match self.0.get(&e.name[..]) {
             Some(d) => Ok(io::Cursor::new(d.clone())),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "no such file")),
         }
