@@ -31,7 +31,7 @@ use seal::names::{SealedName, is_short_form, seal_name};
 use seal::{Keys, MasterKey, RelPath, SealOptions};
 
 use crate::Error;
-use crate::arena::Arena;
+use crate::arena::{Arena, Span};
 use crate::config::{Config, ShareConfig};
 use crate::content::{
     BatchContent, FileSpec, Outcome, Outcomes, ReadCounters, RemoteSize, Source, Sources,
@@ -199,28 +199,27 @@ async fn backup_share(
 /// the folders above the current entry are a stack).
 struct Names {
     keys: Option<Keys>,
-    /// (plaintext path, target path, the folder's list entry) of the folders above the current entry,
-    /// copied out of the arena (they outlive batches).
+    /// (plaintext path, target path, the folder's list entry) of the folders above the current entry.
     stack: Vec<(Vec<u8>, Vec<u8>, FileEntry)>,
-    /// Where target paths are cut from.
-    paths: Arena,
 }
 
 /// A long name's side file: its target path and content.
 type SideFile = (Vec<u8>, Vec<u8>);
 
 impl Names {
-    /// The target path of `rel`, and its long name's side file if it has one. `cached` is the sealed
-    /// name the index kept for `rel` (see [`IndexEntry::sealed_name`]): used instead of sealing the name
-    /// again when it has the right form.
+    /// The target path of `rel` (written into `out`, where `rel` is at `rel_at`), and its long name's
+    /// side file if it has one. `cached` is the sealed name the index kept for `rel` (see
+    /// [`IndexEntry::sealed_name`]): used instead of sealing the name again when it has the right form.
     fn map(
         &mut self,
-        rel: &Bytes,
+        rel: &[u8],
+        rel_at: Span,
         cached: Option<&[u8]>,
-    ) -> Result<(Bytes, Option<SideFile>), String> {
+        out: &mut Arena,
+    ) -> Result<(Span, Option<SideFile>), String> {
         let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&rel[..0], &rel[..]),
+            None => (&rel[..0], rel),
         };
         while let Some(top) = self.stack.last() {
             if top.0 == parent {
@@ -234,24 +233,24 @@ impl Names {
             None => return Err("its folder is not in the backup".into()),
         };
         let Some(keys) = &self.keys else {
-            return Ok((rel.clone(), None));
+            return Ok((rel_at, None));
         };
         if let Some(component) = cached.filter(|c| is_short_form(name.len(), c)) {
-            return Ok((self.paths.child(remote_parent, component), None));
+            return Ok((out.push_child(remote_parent, component), None));
         }
         let sealed = seal_name(keys, parent, name).map_err(|e| e.to_string())?;
-        let remote = self
-            .paths
-            .child(remote_parent, sealed.component().as_bytes());
+        let remote = out.push_child(remote_parent, sealed.component().as_bytes());
         let side = match &sealed {
             SealedName::Long {
                 side_file,
                 side_content,
                 ..
             } => Some((
-                self.paths
-                    .child(remote_parent, side_file.as_bytes())
-                    .to_vec(),
+                if remote_parent.is_empty() {
+                    side_file.as_bytes().to_vec()
+                } else {
+                    [remote_parent, b"/", side_file.as_bytes()].concat()
+                },
                 side_content.as_bytes().to_vec(),
             )),
             SealedName::Short(_) => None,
@@ -259,9 +258,10 @@ impl Names {
         Ok((remote, side))
     }
 
+    /// Enters folder `rel`, whose target path is `remote` and list entry `entry` (without its name).
     fn push_dir(&mut self, rel: &[u8], remote: &[u8], entry: &FileEntry) {
         let entry = FileEntry {
-            name: Bytes::copy_from_slice(&entry.name),
+            name: Bytes::copy_from_slice(remote),
             ..entry.clone()
         };
         self.stack.push((rel.to_vec(), remote.to_vec(), entry));
@@ -271,7 +271,7 @@ impl Names {
 /// An entry of the walk, kept until its batch is pushed.
 #[derive(Clone)]
 struct Walked {
-    /// Cut out of the walk's arena, like its neighbours' (see [`crate::arena`]).
+    /// Cut out of its batch's strings when the batch is complete ([`Batch::cut_strings`]).
     rel: Bytes,
     kind: EntryKind,
     stat: Stat,
@@ -298,9 +298,10 @@ struct Rare {
 }
 
 impl Walked {
-    fn new(rel: Bytes, kind: EntryKind, stat: Stat, known: Option<(u64, [u8; 32])>) -> Walked {
+    /// A walked entry; its path is given when its batch is complete ([`Batch::cut_strings`]).
+    fn new(kind: EntryKind, stat: Stat, known: Option<(u64, [u8; 32])>) -> Walked {
         Walked {
-            rel,
+            rel: Bytes::new(),
             kind,
             stat,
             known,
@@ -365,6 +366,12 @@ struct Batch {
     walked_count: usize,
     /// How many of its files are to be read (not known from the index) when pushed, as they were added.
     to_read: usize,
+    /// The target paths and walked paths of its entries as they are walked, and where each is:
+    /// `name_at[i]` for `entries[i]` (`None`: the entry has its name), `rel_at[i]` for `walked[i]`. Cut
+    /// into the entries once the batch is complete ([`Batch::cut_strings`]).
+    strings: Arena,
+    name_at: Vec<Option<Span>>,
+    rel_at: Vec<Option<Span>>,
 }
 
 impl Batch {
@@ -378,10 +385,52 @@ impl Batch {
             walked: Vec::with_capacity(n),
             walked_count: 0,
             to_read: 0,
+            // A file three folders deep with sealed names: ≈ 200 bytes of paths.
+            strings: Arena::with_capacity(n * 192),
+            name_at: Vec::with_capacity(n),
+            rel_at: Vec::with_capacity(n),
         }
     }
 
+    /// Adds an entry whose name is in the batch's strings at `name_at`, and whose walked path (if it is
+    /// an entry of the walk) at `rel_at`.
+    fn push_at(
+        &mut self,
+        entry: FileEntry,
+        name_at: Span,
+        source: Source,
+        walked: Option<(Walked, Span)>,
+    ) {
+        let (walked, rel_at) = walked.unzip();
+        self.push(entry, source, walked);
+        if let Some(last) = self.name_at.last_mut() {
+            *last = Some(name_at);
+        }
+        if let Some(last) = self.rel_at.last_mut() {
+            *last = rel_at;
+        }
+    }
+
+    /// Gives the entries their names and walked paths, cut out of the batch's strings.
+    fn cut_strings(&mut self) {
+        let strings = std::mem::take(&mut self.strings).cut();
+        for (entry, at) in self.entries.iter_mut().zip(self.name_at.drain(..)) {
+            if let Some(at) = at {
+                entry.name = strings.get(at);
+            }
+        }
+        for (walked, at) in self.walked.iter_mut().zip(self.rel_at.drain(..)) {
+            if let (Some(w), Some(at)) = (walked, at) {
+                w.rel = strings.get(at);
+            }
+        }
+        self.name_at = Vec::new();
+        self.rel_at = Vec::new();
+    }
+
     fn push(&mut self, entry: FileEntry, source: Source, walked: Option<Walked>) {
+        self.name_at.push(None);
+        self.rel_at.push(None);
         if walked.is_some() {
             self.walked_count += 1;
         }
@@ -607,7 +656,6 @@ async fn share_run(
         names: Names {
             keys: share.encrypt_names.then(|| ctx.keys.clone()),
             stack: Vec::new(),
-            paths: Arena::default(),
         },
         old_index,
         walker: Some(walker),
@@ -780,28 +828,31 @@ fn prune_plan(on_target: &ShareOnTarget, snap: SnapshotId, share: &ShareConfig) 
 fn add_entry(
     prep: &mut Preparer,
     batch: &mut Batch,
-    e: walk::Entry,
+    e: walk::EntryRef<'_>,
     counts: &mut Counters,
 ) -> Result<(), (Vec<u8>, String)> {
     let share = &prep.share;
     let names = &mut prep.names;
     let old_index = &mut prep.old_index;
-    let fail = |rel: &[u8], why: String| (rel.to_vec(), why);
-    if !share.encrypt_names && !e.rel.contains(&b'/') && e.rel.starts_with(b".offsite") {
+    let rel = e.rel;
+    let fail = |why: String| (rel.to_vec(), why);
+    if !share.encrypt_names && !rel.contains(&b'/') && rel.starts_with(b".offsite") {
         return Err(fail(
-            &e.rel,
             "names starting with .offsite at the top of a share are reserved for the snapshot's own files".into(),
         ));
     }
     // A file's record in the index, looked up first: it may hold the file's sealed name.
     let (recorded, span) = match e.kind {
-        Kind::File => old_index.lookup_spanned(&e.rel).unzip(),
+        Kind::File => old_index.lookup_spanned(rel).unzip(),
         _ => (None, None),
     };
     let cached = recorded
         .map(|r| &r.sealed_name[..])
         .filter(|n| !n.is_empty());
-    let (remote, side) = names.map(&e.rel, cached).map_err(|why| fail(&e.rel, why))?;
+    let rel_at = batch.strings.push(&[rel]);
+    let (remote_at, side) = names
+        .map(rel, rel_at, cached, &mut batch.strings)
+        .map_err(fail)?;
     let st = &e.stat;
     if let Some((side_name, content)) = side {
         let len = content.len() as u64;
@@ -813,49 +864,57 @@ fn add_entry(
     }
     match e.kind {
         Kind::Dir => {
-            let entry = FileEntry::dir(remote.clone(), st.mtime, st.perms).with_nsec(st.mtime_nsec);
-            names.push_dir(&e.rel, &remote, &entry);
-            let walked = Walked::new(e.rel, EntryKind::Dir, e.stat, Some((0, [0; 32])));
-            batch.push(entry, Source::None, Some(walked));
+            let entry = FileEntry::dir(Bytes::new(), st.mtime, st.perms).with_nsec(st.mtime_nsec);
+            names.push_dir(rel, batch.strings.get(remote_at), &entry);
+            let walked = Walked::new(EntryKind::Dir, e.stat, Some((0, [0; 32])));
+            batch.push_at(entry, remote_at, Source::None, Some((walked, rel_at)));
         }
         Kind::Symlink(target) => {
             if share.encrypt {
                 // The target is a path of the share: sealed like file content, restored as a link.
-                let rel = RelPath::new(e.rel.clone()).map_err(|x| fail(&e.rel, x.to_string()))?;
+                let sealed_as = RelPath::new(rel.to_vec()).map_err(|x| fail(x.to_string()))?;
                 let mut sealed = Vec::new();
                 let stats = seal::seal(
                     &prep.keys,
-                    &rel,
+                    &sealed_as,
                     prep.seal_options,
                     &target[..],
                     &mut sealed,
                 )
-                .map_err(|x| fail(&e.rel, x.to_string()))?;
+                .map_err(|x| fail(x.to_string()))?;
                 let len = sealed.len() as u64;
-                batch.push(
-                    FileEntry::file(remote, len, st.mtime, 0o600).with_nsec(st.mtime_nsec),
+                batch.push_at(
+                    FileEntry::file(Bytes::new(), len, st.mtime, 0o600).with_nsec(st.mtime_nsec),
+                    remote_at,
                     Source::Inline(sealed.into()),
-                    Some(Walked {
-                        rare: Some(Box::new(Rare {
-                            link: target,
-                            ..Rare::default()
-                        })),
-                        ..Walked::new(e.rel, EntryKind::Symlink, e.stat, Some((len, stats.mac)))
-                    }),
+                    Some((
+                        Walked {
+                            rare: Some(Box::new(Rare {
+                                link: target,
+                                ..Rare::default()
+                            })),
+                            ..Walked::new(EntryKind::Symlink, e.stat, Some((len, stats.mac)))
+                        },
+                        rel_at,
+                    )),
                 );
             } else {
-                let entry =
-                    FileEntry::symlink(remote, target.clone(), st.mtime).with_nsec(st.mtime_nsec);
-                batch.push(
+                let entry = FileEntry::symlink(Bytes::new(), target.clone(), st.mtime)
+                    .with_nsec(st.mtime_nsec);
+                batch.push_at(
                     entry,
+                    remote_at,
                     Source::None,
-                    Some(Walked {
-                        rare: Some(Box::new(Rare {
-                            link: target,
-                            ..Rare::default()
-                        })),
-                        ..Walked::new(e.rel, EntryKind::Symlink, e.stat, Some((0, [0; 32])))
-                    }),
+                    Some((
+                        Walked {
+                            rare: Some(Box::new(Rare {
+                                link: target,
+                                ..Rare::default()
+                            })),
+                            ..Walked::new(EntryKind::Symlink, e.stat, Some((0, [0; 32])))
+                        },
+                        rel_at,
+                    )),
                 );
             }
         }
@@ -867,8 +926,8 @@ fn add_entry(
                     counts.unchanged += 1;
                     // Path, stat fields, target size and hash as recorded; with the same sealed name
                     // kept, the new record is the old one.
-                    let same_name =
-                        ix.sealed_name == name_to_keep(share.encrypt_names, &e.rel, &remote);
+                    let same_name = ix.sealed_name
+                        == name_to_keep(share.encrypt_names, rel, batch.strings.get(remote_at));
                     (Some((ix.remote_size, ix.hash)), span.filter(|_| same_name))
                 }
                 _ => (None, None),
@@ -890,12 +949,12 @@ fn add_entry(
                 Some((size, _)) => RemoteSize::Exact(*size),
                 None => remote_size(st, share.encrypt, prep.sizing),
             };
-            let entry = FileEntry::file(remote, remote_size.announced(), st.mtime, st.perms)
+            let entry = FileEntry::file(Bytes::new(), remote_size.announced(), st.mtime, st.perms)
                 .with_nsec(sent_nsec);
             // A file to read must have a path it can be sealed under (checked now, so a bad one is
             // skipped before the push; a file known from the index passed this when it was read).
             if share.encrypt && known.is_none() {
-                RelPath::new(&e.rel[..]).map_err(|x| fail(&e.rel, x.to_string()))?;
+                RelPath::new(rel).map_err(|x| fail(x.to_string()))?;
             }
             // An unchanged file's spec is made only if the receiver asks for it (`Slots`).
             let source = if known.is_some() {
@@ -903,25 +962,29 @@ fn add_entry(
             } else {
                 Source::File(Box::new(FileSpec::in_share(
                     &share.path,
-                    &e.rel,
+                    rel,
                     share.encrypt,
                     e.stat.clone(),
                     remote_size,
                 )))
             };
-            batch.push(
+            batch.push_at(
                 entry,
+                remote_at,
                 source,
-                Some(Walked {
-                    rare: recorded.map(|r| {
-                        Box::new(Rare {
-                            recorded: Some(r),
-                            ..Rare::default()
-                        })
-                    }),
-                    same_record,
-                    ..Walked::new(e.rel, EntryKind::File, e.stat, known)
-                }),
+                Some((
+                    Walked {
+                        rare: recorded.map(|r| {
+                            Box::new(Rare {
+                                recorded: Some(r),
+                                ..Rare::default()
+                            })
+                        }),
+                        same_record,
+                        ..Walked::new(EntryKind::File, e.stat, known)
+                    },
+                    rel_at,
+                )),
             );
         }
     }
@@ -1127,10 +1190,10 @@ impl Preparer {
             None => return (p, false),
         };
         let mut more = false;
-        for item in walker.by_ref() {
+        while let Some(item) = walker.next_ref() {
             match item {
-                walk::Item::Skipped { rel, reason } => p.skips.push((rel, reason)),
-                walk::Item::Entry(e) => {
+                walk::ItemRef::Skipped { rel, reason } => p.skips.push((rel.to_vec(), reason)),
+                walk::ItemRef::Entry(e) => {
                     p.counts.entries += 1;
                     if let Err(skip) = add_entry(self, &mut p.batch, e, &mut p.counts) {
                         p.skips.push(skip);
@@ -1153,6 +1216,7 @@ impl Preparer {
             self.walker = Some(walker);
         }
         self.last_read_nothing = p.batch.to_read == 0;
+        p.batch.cut_strings();
         self.size_files(&mut p);
         (p, more)
     }

@@ -11,8 +11,8 @@
 //! Every entry of an unchanged night costs this walk and little else, so it is lean: each folder is opened
 //! once and its entries are looked up relative to it (`statx` on the folder's descriptor: the kernel
 //! resolves one component instead of the whole path), its names are read with `getdents64` into one buffer
-//! (no allocation per name), and an entry's path relative to the share is cut out of a shared chunk
-//! ([`crate::arena`]). Folders
+//! (no allocation per name), and an entry's path relative to the share is lent from one buffer
+//! ([`Walker::next_ref`]). Folders
 //! deeper than [`OPEN_LEVELS`] are reached by their full path, so a deep tree cannot run out of descriptors.
 
 use std::cmp::Ordering;
@@ -25,10 +25,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, Statx, StatxFlags};
 
-use crate::arena::Arena;
 use crate::exclude::Excludes;
 
 /// What an entry is.
@@ -84,11 +82,47 @@ impl Stat {
 /// One entry of the share.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Path relative to the share root, `/`-separated bytes (on disk: the share's path joined with it);
-    /// cut out of a chunk shared with the entries walked around it.
-    pub rel: Bytes,
+    /// Path relative to the share root, `/`-separated bytes (on disk: the share's path joined with it).
+    pub rel: Vec<u8>,
     pub kind: Kind,
     pub stat: Stat,
+}
+
+/// One entry of the share as [`Walker::next_ref`] lends it: its path is the walker's, valid until the
+/// next step.
+#[derive(Debug)]
+pub struct EntryRef<'a> {
+    pub rel: &'a [u8],
+    pub kind: Kind,
+    pub stat: Stat,
+}
+
+/// What [`Walker::next_ref`] yields.
+#[derive(Debug)]
+pub enum ItemRef<'a> {
+    Entry(EntryRef<'a>),
+    /// Not backed up, with the reason.
+    Skipped {
+        rel: &'a [u8],
+        reason: String,
+    },
+}
+
+impl ItemRef<'_> {
+    /// The item with its own copy of the path.
+    pub fn to_owned(self) -> Item {
+        match self {
+            ItemRef::Entry(e) => Item::Entry(Entry {
+                rel: e.rel.to_vec(),
+                kind: e.kind,
+                stat: e.stat,
+            }),
+            ItemRef::Skipped { rel, reason } => Item::Skipped {
+                rel: rel.to_vec(),
+                reason,
+            },
+        }
+    }
 }
 
 /// What the walk yields.
@@ -186,8 +220,8 @@ pub struct Walker {
     stack: Vec<Frame>,
     /// The `getdents64` buffer, shared by every folder's listing.
     buf: Vec<MaybeUninit<u8>>,
-    /// Where the entries' paths are cut from.
-    paths: Arena,
+    /// The path of the entry looked at last (what [`Walker::next_ref`] lends).
+    rel: Vec<u8>,
     /// False once `statx` is known to be missing (kernels before 4.11): entries are then looked up with
     /// the standard library's `lstat` by full path.
     statx: bool,
@@ -211,7 +245,7 @@ impl Walker {
             excludes,
             stack: vec![frame],
             buf,
-            paths: Arena::default(),
+            rel: Vec::new(),
             statx: true,
             root: Stat::of(&meta),
         })
@@ -222,18 +256,19 @@ impl Walker {
 enum Found {
     /// Nothing to yield (gone, or excluded).
     Nothing,
-    Entry(Entry, Option<Frame>),
+    Entry(Kind, Stat, Option<Frame>),
     Skipped(String),
 }
 
 impl Walker {
-    /// Looks at the next name of the innermost folder; `None` when that folder is done.
-    fn step(&mut self) -> Option<(Bytes, Found)> {
+    /// Looks at the next name of the innermost folder, whose path it leaves in `self.rel`; `None` when
+    /// that folder is done.
+    fn step(&mut self) -> Option<Found> {
         let Walker {
             excludes,
             stack,
             buf,
-            paths,
+            rel,
             statx,
             ..
         } = self;
@@ -241,9 +276,14 @@ impl Walker {
         let frame = stack.last_mut()?;
         let at = frame.order.pop()?;
         let name = name_at(&frame.names, at);
-        let rel = paths.child(&frame.rel, name);
+        rel.clear();
+        rel.extend_from_slice(&frame.rel);
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(name);
         let Ok(cname) = CStr::from_bytes_until_nul(&frame.names[at.0 as usize..]) else {
-            return Some((rel, Found::Skipped("a name without its end".into())));
+            return Some(Found::Skipped("a name without its end".into()));
         };
         let fd = frame.fd.as_ref().map(|fd| fd.as_fd());
         let looked = match fd.filter(|_| *statx) {
@@ -265,12 +305,12 @@ impl Walker {
         let (ft, stat) = match looked {
             Ok(found) => found,
             // Gone between the listing and now: nothing to back up, nothing to report.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some((rel, Found::Nothing)),
-            Err(e) => return Some((rel, Found::Skipped(e.to_string()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(Found::Nothing),
+            Err(e) => return Some(Found::Skipped(e.to_string())),
         };
         let is_dir = ft == FileType::Directory;
-        if excludes.is_excluded(&rel, is_dir) {
-            return Some((rel, Found::Nothing));
+        if excludes.is_excluded(rel, is_dir) {
+            return Some(Found::Nothing);
         }
         let (kind, below) = match ft {
             FileType::RegularFile => (Kind::File, None),
@@ -287,7 +327,7 @@ impl Walker {
                 ) {
                     Ok(below) => (Kind::Dir, Some(below)),
                     Err(e) => {
-                        return Some((rel, Found::Skipped(format!("cannot list the folder: {e}"))));
+                        return Some(Found::Skipped(format!("cannot list the folder: {e}")));
                     }
                 }
             }
@@ -302,9 +342,9 @@ impl Walker {
                 match target {
                     Ok(t) if !t.is_empty() => (Kind::Symlink(t), None),
                     Ok(_) => {
-                        return Some((rel, Found::Skipped("symlink with an empty target".into())));
+                        return Some(Found::Skipped("symlink with an empty target".into()));
                     }
-                    Err(e) => return Some((rel, Found::Skipped(e.to_string()))),
+                    Err(e) => return Some(Found::Skipped(e.to_string())),
                 }
             }
             other => {
@@ -314,10 +354,10 @@ impl Walker {
                     FileType::BlockDevice | FileType::CharacterDevice => "a device",
                     _ => "a special file",
                 };
-                return Some((rel, Found::Skipped(format!("{what}: not backed up"))));
+                return Some(Found::Skipped(format!("{what}: not backed up")));
             }
         };
-        Some((Bytes::new(), Found::Entry(Entry { rel, kind, stat }, below)))
+        Some(Found::Entry(kind, stat, below))
     }
 }
 
@@ -327,12 +367,11 @@ fn lstat(path: &Path) -> io::Result<(FileType, Stat)> {
     Ok((FileType::from_raw_mode(meta.mode()), Stat::of(&meta)))
 }
 
-impl Iterator for Walker {
-    type Item = Item;
-
-    fn next(&mut self) -> Option<Item> {
+impl Walker {
+    /// The next entry, its path lent (no allocation a step): how the engine walks.
+    pub fn next_ref(&mut self) -> Option<ItemRef<'_>> {
         loop {
-            let Some((rel, found)) = self.step() else {
+            let Some(found) = self.step() else {
                 // The innermost folder is done (or there is none left).
                 self.stack.pop()?;
                 continue;
@@ -340,19 +379,31 @@ impl Iterator for Walker {
             match found {
                 Found::Nothing => continue,
                 Found::Skipped(reason) => {
-                    return Some(Item::Skipped {
-                        rel: rel.to_vec(),
+                    return Some(ItemRef::Skipped {
+                        rel: &self.rel,
                         reason,
                     });
                 }
-                Found::Entry(entry, below) => {
+                Found::Entry(kind, stat, below) => {
                     if let Some(frame) = below {
                         self.stack.push(frame);
                     }
-                    return Some(Item::Entry(entry));
+                    return Some(ItemRef::Entry(EntryRef {
+                        rel: &self.rel,
+                        kind,
+                        stat,
+                    }));
                 }
             }
         }
+    }
+}
+
+impl Iterator for Walker {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        self.next_ref().map(ItemRef::to_owned)
     }
 }
 
@@ -408,7 +459,7 @@ mod tests {
             fs::write(&full, p).unwrap();
         }
         std::os::unix::fs::symlink("/etc", d.path().join("link")).unwrap();
-        let got: Vec<Bytes> = Walker::new(d.path(), Excludes::default())
+        let got: Vec<Vec<u8>> = Walker::new(d.path(), Excludes::default())
             .unwrap()
             .map(|i| match i {
                 Item::Entry(e) => {
