@@ -31,7 +31,7 @@ use seal::names::{SealedName, is_short_form, seal_name};
 use seal::{Keys, MasterKey, RelPath, SealOptions};
 
 use crate::Error;
-use crate::arena::{Arena, Span};
+use crate::arena::{Arena, Span, TooLong};
 use crate::config::{Config, ShareConfig};
 use crate::content::{
     BatchContent, FileSpec, Outcome, Outcomes, ReadCounters, RemoteSize, Source, Sources,
@@ -203,6 +203,11 @@ struct Names {
     stack: Vec<(Vec<u8>, Vec<u8>, FileEntry)>,
 }
 
+/// Why a path that does not fit a batch's strings ([`Arena`]) is skipped.
+fn too_long(_: TooLong) -> String {
+    "the path is too long".into()
+}
+
 /// A long name's side file: its target path and content.
 type SideFile = (Vec<u8>, Vec<u8>);
 
@@ -236,10 +241,13 @@ impl Names {
             return Ok((rel_at, None));
         };
         if let Some(component) = cached.filter(|c| is_short_form(name.len(), c)) {
-            return Ok((out.push_child(remote_parent, component), None));
+            let remote = out.push_child(remote_parent, component).map_err(too_long)?;
+            return Ok((remote, None));
         }
         let sealed = seal_name(keys, parent, name).map_err(|e| e.to_string())?;
-        let remote = out.push_child(remote_parent, sealed.component().as_bytes());
+        let remote = out
+            .push_child(remote_parent, sealed.component().as_bytes())
+            .map_err(too_long)?;
         let side = match &sealed {
             SealedName::Long {
                 side_file,
@@ -385,8 +393,7 @@ impl Batch {
             walked: Vec::with_capacity(n),
             walked_count: 0,
             to_read: 0,
-            // A file three folders deep with sealed names: ≈ 200 bytes of paths.
-            strings: Arena::with_capacity(n * 192),
+            strings: Arena::default(),
             name_at: Vec::with_capacity(n),
             rel_at: Vec::with_capacity(n),
         }
@@ -849,7 +856,7 @@ fn add_entry(
     let cached = recorded
         .map(|r| &r.sealed_name[..])
         .filter(|n| !n.is_empty());
-    let rel_at = batch.strings.push(&[rel]);
+    let rel_at = batch.strings.push(&[rel]).map_err(too_long).map_err(fail)?;
     let (remote_at, side) = names
         .map(rel, rel_at, cached, &mut batch.strings)
         .map_err(fail)?;
