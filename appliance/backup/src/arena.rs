@@ -3,7 +3,7 @@
 //!
 //! An unchanged night makes two strings for every file (its path in the share and its path on the
 //! target) on the walking thread, and frees them on the engine's thread once the file's batch is
-//! recorded. Allocated one by one, that was ≈ 10 % of the night's CPU in `perf` (glibc's `malloc` on one
+//! recorded. Allocated one by one, that was ≈ 9 % of the night's CPU in `perf` (glibc's `malloc` on one
 //! thread and `free` on another) and 16 bytes of the allocator's own a string. Cut one by one from shared
 //! chunks as they were made, each cut's atomic reference count waited for the copy into cold memory just
 //! before it (6 % of the night). Here the strings are copied into plain 64 KiB chunks during the walk

@@ -21,6 +21,7 @@
 //! * [`progress`], [`report`] — what a run tells its caller
 //! * [`restore`] — snapshots, listing, restore, verify, unseal-tree
 //! * [`records`] — length-prefixed postcard record files
+//! * `arena` (private) — a batch's paths, written into shared chunks during the walk and cut once
 //!
 //! # Memory
 //! Nothing grows with the number of files: the walk holds one folder listing per level, the index and the
