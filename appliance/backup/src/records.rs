@@ -23,7 +23,7 @@ pub fn write<T: Serialize>(
     out.write_all(scratch)
 }
 
-/// Appends to `buf` one record as [`write`] writes it (its length, then the record) made of `value` and
+/// Appends to `buf` one record as [`write()`] writes it (its length, then the record) made of `value` and
 /// then `tail`, raw bytes to the end of the record. A reader of `value` alone ([`read`]) does not see
 /// them: postcard takes what `value` needs and no more. This is how a record gains a trailing field
 /// without a new file format (the index's sealed names).
@@ -53,7 +53,7 @@ pub fn read<T: DeserializeOwned>(
 }
 
 /// Reads the next record and what follows its value in it (see [`encode_with_tail`]; empty for a record
-/// written by [`write`]). `Ok(None)` at a clean end of the input.
+/// written by [`write()`]). `Ok(None)` at a clean end of the input.
 pub fn read_with_tail<'s, T: Deserialize<'s>>(
     input: &mut impl Read,
     scratch: &'s mut Vec<u8>,

@@ -12,8 +12,8 @@
 //! once and its entries are looked up relative to it (`statx` on the folder's descriptor: the kernel
 //! resolves one component instead of the whole path), its names are read with `getdents64` into one buffer
 //! (no allocation per name), and an entry's path relative to the share is lent from one buffer
-//! ([`Walker::next_ref`]). Folders
-//! deeper than [`OPEN_LEVELS`] are reached by their full path, so a deep tree cannot run out of descriptors.
+//! ([`Walker::next_ref`]). Folders deeper than `OPEN_LEVELS` (64) are reached by their full path, so a deep
+//! tree cannot run out of descriptors.
 
 use std::cmp::Ordering;
 use std::ffi::{CStr, OsStr};

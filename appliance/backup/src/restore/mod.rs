@@ -10,7 +10,7 @@
 //! * [`catalog`] — snapshots on the target, fetching and opening a manifest
 //! * [`pull`] — restore and verify through one filtered rsync pull
 //! * [`local`] — `unseal-tree`: a snapshot folder on local disk
-//! * [`file`] — one file: authenticate, then write, archive or just check
+//! * [`file`](mod@file) — one file: authenticate, then write, archive or just check
 //! * [`plan`] — cutting a restore into rsync sessions of bounded size
 //! * [`place`] — the destination folder, never written through a symlink
 //! * [`tar_out`] — the tar stream
