@@ -409,35 +409,43 @@ impl Batch {
         walked: Option<(Walked, Span)>,
     ) {
         let (walked, rel_at) = walked.unzip();
-        self.push(entry, source, walked);
-        if let Some(last) = self.name_at.last_mut() {
-            *last = Some(name_at);
-        }
-        if let Some(last) = self.rel_at.last_mut() {
-            *last = rel_at;
-        }
+        self.add(entry, Some(name_at), source, walked, rel_at);
     }
 
     /// Gives the entries their names and walked paths, cut out of the batch's strings.
     fn cut_strings(&mut self) {
         let strings = std::mem::take(&mut self.strings).cut();
-        for (entry, at) in self.entries.iter_mut().zip(self.name_at.drain(..)) {
+        for (entry, at) in self
+            .entries
+            .iter_mut()
+            .zip(std::mem::take(&mut self.name_at))
+        {
             if let Some(at) = at {
                 entry.name = strings.get(at);
             }
         }
-        for (walked, at) in self.walked.iter_mut().zip(self.rel_at.drain(..)) {
+        for (walked, at) in self.walked.iter_mut().zip(std::mem::take(&mut self.rel_at)) {
             if let (Some(w), Some(at)) = (walked, at) {
                 w.rel = strings.get(at);
             }
         }
-        self.name_at = Vec::new();
-        self.rel_at = Vec::new();
     }
 
+    /// Adds an entry that has its name.
     fn push(&mut self, entry: FileEntry, source: Source, walked: Option<Walked>) {
-        self.name_at.push(None);
-        self.rel_at.push(None);
+        self.add(entry, None, source, walked, None);
+    }
+
+    fn add(
+        &mut self,
+        entry: FileEntry,
+        name_at: Option<Span>,
+        source: Source,
+        walked: Option<Walked>,
+        rel_at: Option<Span>,
+    ) {
+        self.name_at.push(name_at);
+        self.rel_at.push(rel_at);
         if walked.is_some() {
             self.walked_count += 1;
         }
