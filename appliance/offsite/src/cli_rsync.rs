@@ -133,12 +133,7 @@ fn show_event(e: Event<'_>) {
 }
 
 pub fn run(a: RsyncArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run_async(a))
+    crate::cli_backup::runtime()?.block_on(run_async(a))
 }
 
 async fn run_async(a: RsyncArgs) -> Result<()> {
