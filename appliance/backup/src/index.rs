@@ -166,7 +166,9 @@ impl IndexReader {
                 return r;
             }
         };
-        let mut input = BufReader::new(file);
+        // Read 64 KiB at a time, not the default 8: the index of 100,000 files is 13.7 MB, read in full
+        // every night.
+        let mut input = BufReader::with_capacity(64 * 1024, file);
         match records::read::<IndexHeader>(&mut input, &mut r.scratch) {
             Ok(Some(h)) if &h == expected => {
                 r.read = 4 + r.scratch.len() as u64;
