@@ -42,7 +42,6 @@ use crate::index::{
 };
 use crate::manifest::{
     EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntryOf, ManifestHeader, ManifestWriter,
-    sealed_identity,
 };
 use crate::progress::{Counters, Progress};
 use crate::remote_ops::{self, ShareOnTarget};
@@ -130,6 +129,12 @@ async fn run(
     } else {
         Some(crate::lock::StateLock::acquire_within(&config.state_dir, crate::lock::GRACE).await?)
     };
+    if !opts.dry_run {
+        // What a killed run left there is of no use (and nobody else's while the folder is locked).
+        let tmp = config.state_dir.join("tmp");
+        crate::manifest::remove_stale(&tmp)
+            .map_err(|e| Error::new(format!("clearing {}", tmp.display()), e))?;
+    }
     let key = MasterKey::load(&config.key_file, opts.passphrase.as_deref())
         .map_err(|e| Error::new(format!("key file {}", config.key_file.display()), e))?;
     let keys = key.derive_keys();
@@ -1835,32 +1840,34 @@ impl ShareRun<'_> {
         };
         let ctx =
             |e: std::io::Error| Error::new(format!("share {}: the manifest", self.share.name), e);
-        let (file, _len, _count) = m.finish().map_err(ctx)?;
-        let identity = RelPath::new(sealed_identity(&self.share.name))
-            .map_err(|e| Error::new("manifest name", e))?;
+        let plain = m.finish().map_err(ctx)?;
         // Not deflated: a manifest is a third 32-byte hashes, which do not compress, and deflating the
         // rest cost an unchanged night of 100,000 files 55 ms of its ~650 ms CPU (8.0 MB sealed to 5.1 MB)
         // for 3 MB less on the target per snapshot (BENCHMARKS.md, twelfth session). Sent as a delta
         // against the previous one either way.
         let options = SealOptions { compress: false };
         let keys = self.ctx.keys.clone();
-        let tmp_dir = self.ctx.config.state_dir.join("tmp");
-        // Sealed into a temporary file (not memory: it grows with the number of entries), then sent as is.
-        let sealed = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut out = tempfile::Builder::new()
-                .prefix(".manifest-")
-                .tempfile_in(&tmp_dir)?;
-            let mut w = std::io::BufWriter::with_capacity(64 * 1024, out.as_file_mut());
-            seal::seal(&keys, &identity, options, &file, &mut w)?;
-            drop(w);
-            let meta = out.as_file().metadata()?;
-            Ok((out, meta))
+        // Sized by the chunker alone (nothing sealed, nothing written), then sealed as it is sent, as a
+        // share file is: a sealed copy in the state folder cost a night as much writing again as the
+        // plaintext (7.6 MB for 100,000 files) and the reading of it back.
+        let path = plain.path.clone();
+        let identity_at = plain.identity_at;
+        let spec = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut spec = FileSpec {
+                stat: Stat::of(&std::fs::symlink_metadata(&path)?),
+                path,
+                sealed_from: Some(identity_at),
+                remote_size: RemoteSize::Unknown,
+            };
+            let counters = ReadCounters::default();
+            let len = crate::content::sealed_size(&spec, &keys, options, &counters)?;
+            spec.remote_size = RemoteSize::Exact(len);
+            Ok(spec)
         })
         .await
-        .map_err(|e| Error::new("sealing the manifest", e))?
+        .map_err(|e| Error::new("sizing the manifest", e))?
         .map_err(ctx)?;
-        let (sealed_file, meta) = sealed;
-        let len = meta.len();
+        let len = spec.remote_size.announced();
         // The snapshot's own time, not the run's: two runs within one second get snapshots a second
         // apart, and a manifest with the previous one's size and time would pass the receiver's quick
         // check and be linked from the previous snapshot instead of sent (the new snapshot would then
@@ -1874,12 +1881,6 @@ impl ShareRun<'_> {
         ];
         let flist = FileList::new(entries, self.root.mtime)
             .map_err(|e| Error::new("building the manifest's file list", e))?;
-        let spec = FileSpec {
-            path: sealed_file.path().to_owned(),
-            stat: Stat::of(&meta),
-            sealed_from: None,
-            remote_size: RemoteSize::Exact(len),
-        };
         let sources = Arc::new(vec![Source::None, Source::File(Box::new(spec))]);
         let mut content = BatchContent {
             sources,
@@ -1891,8 +1892,21 @@ impl ShareRun<'_> {
         };
         let mut sink = |_: &Progress<'_>| {};
         let result = self.push(&flist, &mut content, report, &mut sink).await;
-        drop(sealed_file);
-        result
+        drop(plain);
+        result?;
+        // A manifest that could not be read or sealed is not on the target, and the receiver's "partial
+        // transfer" for it must not pass for a complete snapshot.
+        let failed = match content.outcomes.lock() {
+            Ok(o) => o[1].error.clone(),
+            Err(_) => Some("its outcome was lost".into()),
+        };
+        match failed {
+            Some(why) => Err(Error::new(
+                format!("share {}: sending the manifest", self.share.name),
+                std::io::Error::other(why),
+            )),
+            None => Ok(()),
+        }
     }
 }
 

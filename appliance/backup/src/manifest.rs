@@ -12,8 +12,8 @@
 //! it were not sealed).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
-use std::path::Path;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -114,22 +114,57 @@ pub enum ManifestRecordOf<P> {
 /// A manifest record as read back.
 pub type ManifestRecord = ManifestRecordOf<Vec<u8>>;
 
-/// Writes a manifest into a temporary file in the state folder, one entry at a time.
+/// Prefix of the temporary folders manifests are written in (in the state folder's `tmp`); one left by a
+/// run that was killed is removed by the next ([`remove_stale`]).
+pub const TEMP_PREFIX: &str = ".manifest-";
+
+/// Writes a manifest's plaintext into a temporary file in the state folder, one entry at a time.
 pub struct ManifestWriter {
     out: BufWriter<File>,
     scratch: Vec<u8>,
     entries: u64,
+    plain: ManifestPlain,
+}
+
+/// A manifest's plaintext on disk, named as it is sealed: its path ends with [`sealed_identity`], so that
+/// it is sealed as it is sent, like a share file, with no sealed copy written first. The temporary folder
+/// it is in goes when this is dropped.
+pub struct ManifestPlain {
+    _dir: tempfile::TempDir,
+    /// The plaintext file.
+    pub path: PathBuf,
+    /// Where in `path` (its bytes) the identity it is sealed under starts.
+    pub identity_at: usize,
+    /// Its length, once finished.
+    pub len: u64,
+    /// The entries in it, once finished.
+    pub entries: u64,
 }
 
 impl ManifestWriter {
-    /// Starts a manifest in an anonymous temporary file inside `dir`.
+    /// Starts the manifest of `header.share` in a new temporary folder inside `dir`.
     pub fn create(dir: &Path, header: &ManifestHeader) -> io::Result<ManifestWriter> {
         std::fs::create_dir_all(dir)?;
-        let file = tempfile::tempfile_in(dir)?;
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempdir_in(dir)?;
+        let base = temp.path().as_os_str().len() + 1;
+        let path = temp.path().join(sealed_identity(&header.share));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = File::create_new(&path)?;
         let mut w = ManifestWriter {
             out: BufWriter::with_capacity(64 * 1024, file),
             scratch: Vec::new(),
             entries: 0,
+            plain: ManifestPlain {
+                _dir: temp,
+                path,
+                identity_at: base,
+                len: 0,
+                entries: 0,
+            },
         };
         records::write(&mut w.out, header, &mut w.scratch)?;
         Ok(w)
@@ -144,21 +179,48 @@ impl ManifestWriter {
         )
     }
 
-    /// Ends the manifest; returns the plaintext file rewound, its length and the entry count.
-    pub fn finish(mut self) -> io::Result<(File, u64, u64)> {
+    /// Ends the manifest and closes its file.
+    pub fn finish(mut self) -> io::Result<ManifestPlain> {
         let end = ManifestRecordOf::<&[u8]>::End {
             entries: self.entries,
         };
         records::write(&mut self.out, &end, &mut self.scratch)?;
         self.out.flush()?;
-        let mut file = self.out.into_inner().map_err(|e| e.into_error())?;
-        let len = file.stream_position()?;
-        file.rewind()?;
-        Ok((file, len, self.entries))
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        self.plain.len = file.metadata()?.len();
+        self.plain.entries = self.entries;
+        Ok(self.plain)
     }
 }
 
-/// Reads a manifest's plaintext (the output of an `Unsealer`), entry by entry.
+/// Removes what killed runs left of their manifests in `dir` (the state folder's `tmp`). Only while the
+/// state folder is locked: a running backup's manifest is there too.
+pub fn remove_stale(dir: &Path) -> io::Result<()> {
+    let list = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in list {
+        let entry = entry?;
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a manifest's plaintext records.
 pub struct ManifestReader<R> {
     input: R,
     scratch: Vec<u8>,
@@ -241,7 +303,7 @@ mod tests {
             encrypt: true,
             encrypt_names: true,
         };
-        let mut w = ManifestWriter::create(d.path(), &h).unwrap();
+        let mut w = ManifestWriter::create(&d.path().join("tmp"), &h).unwrap();
         let e = ManifestEntry {
             path: b"a/b".to_vec(),
             kind: EntryKind::File,
@@ -254,11 +316,27 @@ mod tests {
             link: vec![],
         };
         w.push(e.as_ref()).unwrap();
-        let (mut f, len, n) = w.finish().unwrap();
-        assert_eq!(n, 1);
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes).unwrap();
-        assert_eq!(bytes.len() as u64, len);
+        let plain = w.finish().unwrap();
+        assert_eq!(plain.entries, 1);
+        let bytes = std::fs::read(&plain.path).unwrap();
+        assert_eq!(bytes.len() as u64, plain.len);
+        // Named as it is sealed.
+        assert_eq!(
+            &plain.path.as_os_str().as_encoded_bytes()[plain.identity_at..],
+            sealed_identity("docs").as_bytes()
+        );
+        // Its folder goes with it, and a killed run's is removed by the next.
+        let folder = plain.path.parent().unwrap().parent().unwrap().to_owned();
+        let left = d.path().join("tmp").join(format!("{TEMP_PREFIX}killed"));
+        std::fs::create_dir_all(left.join("docs")).unwrap();
+        std::fs::write(left.join("docs").join(MANIFEST_NAME), b"x").unwrap();
+        std::fs::write(d.path().join("tmp").join("other"), b"kept").unwrap();
+        drop(plain);
+        assert!(!folder.exists());
+        remove_stale(&d.path().join("tmp")).unwrap();
+        assert!(!left.exists());
+        assert!(d.path().join("tmp").join("other").exists());
+        remove_stale(&d.path().join("nothing")).unwrap();
         let mut r = ManifestReader::new(&bytes[..], "docs", "2026-11-26T010203Z").unwrap();
         assert_eq!(r.next_entry().unwrap(), Some(e));
         assert_eq!(r.next_entry().unwrap(), None);
