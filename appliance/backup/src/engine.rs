@@ -130,10 +130,12 @@ async fn run(
         Some(crate::lock::StateLock::acquire_within(&config.state_dir, crate::lock::GRACE).await?)
     };
     if !opts.dry_run {
-        // What a killed run left there is of no use (and nobody else's while the folder is locked).
+        // What a killed run left there is of no use (and nobody else's while the folder is locked). Left
+        // in place it costs room, not correctness: the run goes on.
         let tmp = config.state_dir.join("tmp");
-        crate::manifest::remove_stale(&tmp)
-            .map_err(|e| Error::new(format!("clearing {}", tmp.display()), e))?;
+        if let Err(e) = crate::manifest::remove_stale(&tmp) {
+            tracing::warn!(folder = %tmp.display(), error = %e, "stale manifest files not removed");
+        }
     }
     let key = MasterKey::load(&config.key_file, opts.passphrase.as_deref())
         .map_err(|e| Error::new(format!("key file {}", config.key_file.display()), e))?;
