@@ -42,6 +42,7 @@ use crate::index::{
 };
 use crate::manifest::{
     EntryKind, MANIFEST_FORMAT, MANIFEST_NAME, ManifestEntryOf, ManifestHeader, ManifestWriter,
+    sealed_identity,
 };
 use crate::progress::{Counters, Progress};
 use crate::remote_ops::{self, ShareOnTarget};
@@ -1075,11 +1076,12 @@ struct InFlight {
 /// On an unchanged night every batch is such a batch, and the server's start and exit per session, not
 /// the entries, set the pace: measured on 100,000 unchanged files, 1,024 entries a session took 4.3-4.5 s,
 /// 2,048 3.3-3.6 s, 4,096 2.4-2.6 s (stock `rsync --link-dest`: 4.0-4.3 s), and a session costs the
-/// client about 1.4 ms of CPU (2.2 ms before the async tasks shared one thread). Memory sets the limit: two batches can be alive at once (one pushed, the
-/// next being walked; the session still exiting keeps none), about 640 bytes an unchanged file (its
-/// file list entry and target path are most of it). Five times: 5,120 entries for the default 1,024,
-/// 10,240 alive at most, which a share of 10,000 files reaches too, so that the peak grows by less than
-/// 2 MiB from 10,000 files to 100,000 (BENCHMARKS.md, fourteenth and fifteenth sessions).
+/// client about 1.4 ms of CPU (2.2 ms before the async tasks shared one thread). Memory sets the limit:
+/// two batches can be alive at once (one pushed, the next being walked; the session still exiting keeps
+/// none), about 640 bytes an unchanged file (its file list entry and target path are most of it). Five
+/// times: 5,120 entries for the default 1,024, 10,240 alive at most, which a share of 10,000 files
+/// reaches too, so that the peak grows by less than 2 MiB from 10,000 files to 100,000 (BENCHMARKS.md,
+/// fourteenth and fifteenth sessions).
 fn light_batch_entries(batch_entries: usize) -> usize {
     batch_entries.saturating_mul(5)
 }
@@ -1852,15 +1854,16 @@ impl ShareRun<'_> {
         // Sized by the chunker alone (nothing sealed, nothing written), then sealed as it is sent, as a
         // share file is: a sealed copy in the state folder cost a night as much writing again as the
         // plaintext (7.6 MB for 100,000 files) and the reading of it back.
-        let path = plain.path.clone();
-        let identity_at = plain.identity_at;
+        let folder = plain.folder().to_owned();
+        let identity = sealed_identity(&self.share.name);
         let spec = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut spec = FileSpec {
-                stat: Stat::of(&std::fs::symlink_metadata(&path)?),
-                path,
-                sealed_from: Some(identity_at),
-                remote_size: RemoteSize::Unknown,
-            };
+            let mut spec = FileSpec::in_share(
+                &folder,
+                identity.as_bytes(),
+                true,
+                Stat::of(&std::fs::symlink_metadata(folder.join(&identity))?),
+                RemoteSize::Unknown,
+            );
             let counters = ReadCounters::default();
             let len = crate::content::sealed_size(&spec, &keys, options, &counters)?;
             spec.remote_size = RemoteSize::Exact(len);

@@ -130,11 +130,9 @@ pub struct ManifestWriter {
 /// it is sealed as it is sent, like a share file, with no sealed copy written first. The temporary folder
 /// it is in goes when this is dropped.
 pub struct ManifestPlain {
-    _dir: tempfile::TempDir,
-    /// The plaintext file.
+    dir: tempfile::TempDir,
+    /// The plaintext file: [`ManifestPlain::folder`] joined with [`sealed_identity`].
     pub path: PathBuf,
-    /// Where in `path` (its bytes) the identity it is sealed under starts.
-    pub identity_at: usize,
     /// Its length, once finished.
     pub len: u64,
     /// The entries in it, once finished.
@@ -148,7 +146,6 @@ impl ManifestWriter {
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempdir_in(dir)?;
-        let base = temp.path().as_os_str().len() + 1;
         let path = temp.path().join(sealed_identity(&header.share));
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -159,9 +156,8 @@ impl ManifestWriter {
             scratch: Vec::new(),
             entries: 0,
             plain: ManifestPlain {
-                _dir: temp,
+                dir: temp,
                 path,
-                identity_at: base,
                 len: 0,
                 entries: 0,
             },
@@ -190,6 +186,13 @@ impl ManifestWriter {
         self.plain.len = file.metadata()?.len();
         self.plain.entries = self.entries;
         Ok(self.plain)
+    }
+}
+
+impl ManifestPlain {
+    /// The temporary folder the plaintext is in, under the name it is sealed as.
+    pub fn folder(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -321,10 +324,7 @@ mod tests {
         let bytes = std::fs::read(&plain.path).unwrap();
         assert_eq!(bytes.len() as u64, plain.len);
         // Named as it is sealed.
-        assert_eq!(
-            &plain.path.as_os_str().as_encoded_bytes()[plain.identity_at..],
-            sealed_identity("docs").as_bytes()
-        );
+        assert_eq!(plain.path, plain.folder().join(sealed_identity("docs")));
         // Its folder goes with it, and a killed run's is removed by the next.
         let folder = plain.path.parent().unwrap().parent().unwrap().to_owned();
         let left = d.path().join("tmp").join(format!("{TEMP_PREFIX}killed"));
