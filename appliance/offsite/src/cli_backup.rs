@@ -168,10 +168,10 @@ fn counters_line(c: &Counters, secs: f64) -> String {
     )
 }
 
-/// The async runtime of every command that talks to a target: one thread for all the tasks (the SSH
-/// session, the rsync protocol, the engine), and at most four blocking threads for the work that takes
-/// CPU (reading and sealing files, each thread keeping its buffers for the next file, about 0.5 MiB); the
-/// walk has a thread of its own.
+/// The async runtime of the commands that talk to a target (`serve` keeps two workers, see there): one
+/// thread for all the tasks (the SSH session, the rsync protocol, the engine), and at most four blocking
+/// threads for the work that takes CPU (reading and sealing files, each thread keeping its buffers for the
+/// next file, about 0.5 MiB); the walk has a thread of its own.
 ///
 /// The tasks wait on one another far more than they compute: an SSH data packet went from the session's
 /// task to the channel's pump to the protocol, each on whichever worker woke, and every hand-over between

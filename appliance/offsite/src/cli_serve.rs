@@ -154,7 +154,17 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let usb = config.usb.clone();
     let state_dir = config.state_dir.clone();
     let web_passphrase = passphrase.clone();
-    let runtime = crate::cli_backup::runtime()?;
+    // Two workers, not `cli_backup::runtime`'s one thread: the admin page's event stream is a subscriber
+    // of the service's broadcast channel, and on the thread that runs a backup it can fall behind the
+    // backup's progress events and lose some (a run's start or end among them). Seen once in a loaded
+    // test run (tests/serve.rs, "no run_finished event"); the nightly runs keep the former per-session
+    // cost until the stream is made lossless (BENCHMARKS.md, seventeenth session).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async {
         let service::Started {
             handle,
