@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime};
 use backup::config::NotifyConfig;
 use serde::Serialize;
 use service::Event;
-use tokio::sync::broadcast::error::RecvError;
 
 pub mod mail;
 pub mod webhook;
@@ -174,11 +173,9 @@ pub fn spawn(handle: service::Handle) -> tokio::task::JoinHandle<()> {
         // When the run being told about started (a report older than that is another run's).
         let mut started: Option<SystemTime> = None;
         loop {
-            let event = match events.recv().await {
-                Ok(e) => e,
-                // Lost events are progress of a busy run: the run's end comes after them.
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return,
+            // A run's start and end always come (only progress ticks may be thinned).
+            let Some(event) = events.recv().await else {
+                return;
             };
             match event {
                 Event::RunStarted { .. } => started = Some(SystemTime::now()),

@@ -20,7 +20,10 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use scheduler::{Due, Policy, Reason, States};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
+
+pub mod events;
+pub use events::{Bus, Subscription};
 
 /// The time source of the loop.
 pub trait Clock: Send + Sync + 'static {
@@ -149,7 +152,7 @@ impl Event {
 #[derive(Clone)]
 pub struct Handle {
     commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<Event>,
+    events: Bus,
     next: Arc<Mutex<BTreeMap<String, Event>>>,
     config: Arc<Mutex<Arc<Config>>>,
 }
@@ -174,8 +177,9 @@ impl Handle {
             .map_err(|_| "the service has stopped".to_string())
     }
 
-    /// Events from now on (a slow listener loses the oldest, never blocks the loop).
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Events from now on. A slow listener never blocks the loop: it may miss progress ticks and
+    /// skipped files ([`events`]), never a run's start or end.
+    pub fn subscribe(&self) -> Subscription {
         self.events.subscribe()
     }
 
@@ -239,14 +243,15 @@ pub struct Started {
     pub handle: Handle,
     pub task: tokio::task::JoinHandle<()>,
     /// Every event from the very first (subscribing later may miss the first schedule).
-    pub events: broadcast::Receiver<Event>,
+    pub events: Subscription,
 }
 
 /// Starts the loop on the current tokio runtime. It ends on [`Command::Shutdown`], or when every
 /// [`Handle`] is dropped.
 pub fn start(config: Config, opts: Options) -> Started {
     let (tx, rx) = mpsc::channel(16);
-    let (events, first) = broadcast::channel(256);
+    let events = Bus::new();
+    let first = events.subscribe();
     let next = Arc::new(Mutex::new(BTreeMap::new()));
     let shared = Arc::new(Mutex::new(Arc::new(config)));
     let handle = Handle {
@@ -268,7 +273,7 @@ struct Loop {
     config: Arc<Config>,
     shared: Arc<Mutex<Arc<Config>>>,
     opts: Options,
-    events: broadcast::Sender<Event>,
+    events: Bus,
     states: States,
     /// A `Shutdown` arrived during a run.
     stopping: bool,
@@ -281,8 +286,7 @@ impl Loop {
         if let Event::Scheduled { slot, .. } = &e {
             lock(&self.next).insert(slot.clone(), e.clone());
         }
-        // No listener is fine.
-        let _ = self.events.send(e);
+        self.events.send(e);
     }
 
     fn state_path(&self) -> std::path::PathBuf {
@@ -329,7 +333,7 @@ impl Loop {
                 },
                 _ => return,
             };
-            let _ = events.send(e);
+            events.send(e);
         };
         let backup = backup::run_backup(&self.config, &opts, &mut on_progress);
         tokio::pin!(backup);
@@ -378,7 +382,7 @@ async fn run_loop(
     shared: Arc<Mutex<Arc<Config>>>,
     opts: Options,
     mut rx: mpsc::Receiver<Command>,
-    events: broadcast::Sender<Event>,
+    events: Bus,
     next: Arc<Mutex<BTreeMap<String, Event>>>,
 ) {
     let started = opts.clock.now();

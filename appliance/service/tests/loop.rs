@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use service::{Clock, Command, Event, Handle, Options};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 /// Time that moves only when the test says so.
 struct VirtualClock(watch::Sender<Timestamp>);
@@ -82,11 +82,7 @@ impl Box_ {
     fn start(
         &self,
         clock: Arc<VirtualClock>,
-    ) -> (
-        Handle,
-        tokio::task::JoinHandle<()>,
-        broadcast::Receiver<Event>,
-    ) {
+    ) -> (Handle, tokio::task::JoinHandle<()>, service::Subscription) {
         let service::Started {
             handle,
             task,
@@ -128,21 +124,13 @@ impl Box_ {
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The next event that `pick` accepts (others are skipped), within a generous time.
-async fn next<T>(
-    rx: &mut broadcast::Receiver<Event>,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
+async fn next<T>(rx: &mut service::Subscription, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
     let deadline = Duration::from_secs(120);
     tokio::time::timeout(deadline, async {
         loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if let Some(t) = pick(&e) {
-                        return t;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("event stream ended: {e}"),
+            let e = rx.recv().await.expect("event stream ended");
+            if let Some(t) = pick(&e) {
+                return t;
             }
         }
     })
@@ -263,6 +251,56 @@ async fn nights_catch_up_cancel_and_run_now() {
     task.await.unwrap();
     let states = scheduler::load_states(&b.dir.path().join("state/schedule.json")).unwrap();
     assert_eq!(states["*"].done_night, Some("2026-06-06".parse().unwrap()));
+}
+
+/// A listener on the backup's own thread that does not keep up (here: does not read at all during the
+/// run) still gets the run's start and end, in order, around a flood of skipped files.
+#[tokio::test(flavor = "current_thread")]
+async fn a_late_listener_still_sees_the_run_start_and_end() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let b = Box_::new();
+    let fifos = b.dir.path().join("share/fifos");
+    std::fs::create_dir(&fifos).unwrap();
+    let n = 3 * service::events::CHATTER_LIMIT;
+    let status = std::process::Command::new("mkfifo")
+        .args((0..n).map(|i| format!("p{i}")))
+        .current_dir(&fifos)
+        .status()
+        .expect("mkfifo (coreutils)");
+    assert!(status.success());
+    let clock = Arc::new(VirtualClock(watch::channel(at("2026-06-01T00:00")).0));
+    let (h, task, mut rx) = b.start(clock);
+    let mut late = h.subscribe();
+    h.send(Command::RunNow { shares: vec![] }).await.unwrap();
+    // Wait for the end on the first listener; `late` is not read meanwhile.
+    assert_eq!(next(&mut rx, finished).await.1, "partial");
+    let mut seen = Vec::new();
+    while let Some(e) = late.try_recv() {
+        seen.push(e);
+    }
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|e| match e {
+            Event::RunStarted { .. } => "started",
+            Event::RunFinished { .. } => "finished",
+            Event::Skipped { .. } => "skipped",
+            Event::Progress { .. } => "progress",
+            _ => "other",
+        })
+        .collect();
+    let started = kinds.iter().position(|k| *k == "started");
+    let ended = kinds.iter().position(|k| *k == "finished");
+    assert!(
+        started.is_some() && started < ended,
+        "start and end in order: {kinds:?}"
+    );
+    let skipped = kinds.iter().filter(|k| **k == "skipped").count();
+    assert!(
+        skipped > 0 && skipped <= service::events::CHATTER_LIMIT,
+        "skipped files thinned to the limit: {skipped}"
+    );
+    drop(h);
+    task.await.unwrap();
 }
 
 /// Every file below `root`: relative path → content.

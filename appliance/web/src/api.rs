@@ -39,8 +39,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use service::Event;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::{Auth, LoginError};
 
@@ -413,10 +411,14 @@ async fn get_events(State(app): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = session(&app, &headers) {
         return r.into_response();
     }
-    let stream = BroadcastStream::new(app.service.subscribe()).filter_map(|e| {
-        let e = e.ok()?;
-        let data = serde_json::to_string(&e).ok()?;
-        Some(Ok::<_, Infallible>(sse::Event::default().data(data)))
+    // Every run's start and end reach the page, however slow its connection (`service::events`).
+    let stream = futures_util::stream::unfold(app.service.subscribe(), |mut events| async move {
+        let e = events.recv().await?;
+        let data = serde_json::to_string(&e).unwrap_or_default();
+        Some((
+            Ok::<_, Infallible>(sse::Event::default().data(data)),
+            events,
+        ))
     });
     Sse::new(stream)
         .keep_alive(sse::KeepAlive::default())

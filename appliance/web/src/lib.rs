@@ -98,7 +98,7 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(e) => match weak.upgrade() {
+                Some(e) => match weak.upgrade() {
                     Some(app) => {
                         app.status
                             .lock()
@@ -117,8 +117,7 @@ pub async fn start(opts: WebOptions, service: service::Handle) -> Result<Started
                     }
                     None => return,
                 },
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => return,
+                None => return,
             }
         }
     });
