@@ -281,7 +281,12 @@ struct SetupBody {
 }
 
 async fn post_setup(State(app): State<Shared>, Json(b): Json<SetupBody>) -> Response {
-    if let Err(e) = app.auth.set_first_password(&b.code, &b.password) {
+    // Argon2id takes a good part of a second on a small box: off the thread that also runs backups.
+    let a = app.clone();
+    let set = tokio::task::spawn_blocking(move || a.auth.set_first_password(&b.code, &b.password))
+        .await
+        .unwrap_or_else(|e| Err(format!("setting the password: {e}")));
+    if let Err(e) = set {
         tracing::warn!("web: first-run setup refused: {e}");
         return error(StatusCode::FORBIDDEN, &e);
     }
@@ -306,7 +311,18 @@ async fn post_login(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Json(b): Json<LoginBody>,
 ) -> Response {
-    match app.auth.login(ip, &b.password) {
+    // Argon2id, like the setup above: off the async thread.
+    let a = app.clone();
+    let login = match tokio::task::spawn_blocking(move || a.auth.login(ip, &b.password)).await {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("checking the password: {e}"),
+            );
+        }
+    };
+    match login {
         Ok((token, csrf)) => {
             tracing::info!("web: admin logged in from {ip}");
             with_cookie(

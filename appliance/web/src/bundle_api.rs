@@ -203,7 +203,19 @@ async fn post_export(
         return error(StatusCode::BAD_REQUEST, &e);
     }
     if b.with_keys {
-        match app.auth.verify(ip, &password) {
+        // Argon2id: off the async thread (which also runs backups).
+        let a = app.clone();
+        let pw = password.clone();
+        let verified = match tokio::task::spawn_blocking(move || a.auth.verify(ip, &pw)).await {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("checking the password: {e}"),
+                );
+            }
+        };
+        match verified {
             Ok(()) => {}
             Err(LoginError::TooSoon(_)) => {
                 return error(
