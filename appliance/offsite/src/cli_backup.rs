@@ -168,7 +168,7 @@ fn counters_line(c: &Counters, secs: f64) -> String {
     )
 }
 
-/// The async runtime of the commands that talk to a target (`serve` keeps two workers, see there): one
+/// The async runtime of the commands that talk to a target (`serve` too): one
 /// thread for all the tasks (the SSH session, the rsync protocol, the engine), and at most four blocking
 /// threads for the work that takes CPU (reading and sealing files, each thread keeping its buffers for the
 /// next file, about 0.5 MiB); the walk has a thread of its own.

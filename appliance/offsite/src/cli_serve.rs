@@ -154,17 +154,10 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let usb = config.usb.clone();
     let state_dir = config.state_dir.clone();
     let web_passphrase = passphrase.clone();
-    // Two workers, not `cli_backup::runtime`'s one thread: the admin page's event stream is a subscriber
-    // of the service's broadcast channel, and on the thread that runs a backup it can fall behind the
-    // backup's progress events and lose some (a run's start or end among them). Seen once in a loaded
-    // test run (tests/serve.rs, "no run_finished event"); the nightly runs keep the former per-session
-    // cost until the stream is made lossless (BENCHMARKS.md, seventeenth session).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(4)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    // The backup commands' runtime: one thread for the tasks. The page's event stream, the notifier and
+    // the console printer share that thread with a running backup; they cannot lose a run's start or end
+    // however far behind they fall (`service::events`), and the page's Argon2id runs off it.
+    let runtime = crate::cli_backup::runtime()?;
     runtime.block_on(async {
         let service::Started {
             handle,
@@ -213,14 +206,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         let tz = jiff::tz::TimeZone::system();
         let printer = tokio::spawn(async move {
             loop {
-                match events.recv().await {
-                    Ok(e) => {
-                        if let Some(line) = e.describe(&tz) {
-                            eprintln!("offsite: {line}");
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return,
+                let Some(e) = events.recv().await else {
+                    return;
+                };
+                if let Some(line) = e.describe(&tz) {
+                    eprintln!("offsite: {line}");
                 }
             }
         });

@@ -141,14 +141,15 @@ fn setup_sessions_csrf_brake_run_now_and_no_secrets() {
     assert_eq!(code, 202);
     // The run's end arrives on the event stream, then shows in status and history.
     let mut events = Command::new("curl")
-        .args(["-skN", "--max-time", "60", "-b"])
+        // Generous: it spans two runs, on a machine that may be running other tests too.
+        .args(["-skN", "--max-time", "600", "-b"])
         .arg(&jar)
         .arg(format!("{}/api/events", srv.base))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut finished = false;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let status = loop {
         let st = json(&call(&jar, "GET", "/api/status", &[], None).2);
         if st["running"].is_null() && !st["last"].is_null() {
