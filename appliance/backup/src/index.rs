@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::records;
 use crate::walk::{Stat, walk_cmp};
+use crate::{record_codec, records};
 
 /// Bumped when the record layout or the meaning of a field changes.
 pub const INDEX_FORMAT: u32 = 1;
@@ -64,6 +64,25 @@ pub type IndexEntry = IndexEntryOf<Vec<u8>>;
 pub type IndexRecord<'a> = IndexEntryOf<&'a [u8]>;
 
 impl<'a> IndexRecord<'a> {
+    /// Decodes a record's bytes as postcard does (`records::read_with_tail`), by hand
+    /// ([`crate::record_codec`]): the record and what follows it (the sealed name).
+    pub fn decode(bytes: &'a [u8]) -> io::Result<(IndexRecord<'a>, &'a [u8])> {
+        let mut c = record_codec::Cursor::new(bytes);
+        let r = IndexEntryOf {
+            path: c.bytes()?,
+            size: c.u64()?,
+            mtime: c.i64()?,
+            mtime_nsec: c.u32()?,
+            ctime: c.i64()?,
+            ctime_nsec: c.u32()?,
+            ino: c.u64()?,
+            remote_size: c.u64()?,
+            hash: c.array32()?,
+            sealed_name: Vec::new(),
+        };
+        Ok((r, c.rest))
+    }
+
     pub fn new(path: &'a [u8], stat: &Stat, remote_size: u64, hash: [u8; 32]) -> IndexRecord<'a> {
         IndexEntryOf {
             path,
@@ -200,7 +219,9 @@ impl IndexReader {
             self.has_next = false;
             return;
         };
-        match records::read_with_tail::<IndexRecord>(input, &mut self.scratch) {
+        let record = records::read_raw(input, &mut self.scratch)
+            .and_then(|raw| raw.map(IndexRecord::decode).transpose());
+        match record {
             Ok(Some((r, sealed_name))) => {
                 // Out of order means corrupt: stop using it rather than give wrong answers.
                 if self.has_next && walk_cmp(&self.next.path, r.path) != Ordering::Less {
@@ -610,6 +631,46 @@ mod tests {
         let r = IndexRecord::new(&e.path, &stat(7), 99, [9; 32]);
         records::encode_with_tail(&r, b"xyz", &mut borrowed).unwrap();
         assert_eq!(owned, borrowed);
+    }
+
+    #[test]
+    fn records_decode_by_hand_as_postcard_decodes_them() {
+        let mut next = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            next ^= next << 13;
+            next ^= next >> 7;
+            next ^= next << 17;
+            next
+        };
+        for round in 0..2000 {
+            // Values of every width, negative times, paths and tails of any length (none too).
+            let wide = |v: u64, r: u64| v >> (r % 64);
+            let path: Vec<u8> = (0..rnd() % 300).map(|_| rnd() as u8).collect();
+            let e = IndexEntry {
+                path,
+                size: wide(rnd(), rnd()),
+                mtime: wide(rnd(), rnd()) as i64,
+                mtime_nsec: rnd() as u32 % 1_000_000_000,
+                ctime: -(wide(rnd(), rnd()) as i64),
+                ctime_nsec: wide(rnd(), rnd()) as u32,
+                ino: wide(rnd(), rnd()),
+                remote_size: wide(rnd(), rnd()),
+                hash: std::array::from_fn(|_| rnd() as u8),
+                sealed_name: (0..rnd() % 3 * 40).map(|_| rnd() as u8).collect(),
+            };
+            let mut framed = Vec::new();
+            records::encode_with_tail(&e, &e.sealed_name, &mut framed).unwrap();
+            let bytes = &framed[4..];
+            let (r, tail) = IndexRecord::decode(bytes).unwrap();
+            let mut got = IndexEntry::default();
+            got.set(&r, tail);
+            assert_eq!(got, e, "round {round}");
+            // Cut short anywhere inside the fixed fields, both refuse it.
+            let fixed = bytes.len() - e.sealed_name.len();
+            let cut = (rnd() as usize) % fixed;
+            assert!(IndexRecord::decode(&bytes[..cut]).is_err(), "round {round}");
+            assert!(postcard::take_from_bytes::<IndexRecord>(&bytes[..cut]).is_err());
+        }
     }
 
     #[test]

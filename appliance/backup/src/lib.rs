@@ -20,7 +20,8 @@
 //! * [`lock`] — runs of one config never overlap
 //! * [`progress`], [`report`] — what a run tells its caller
 //! * [`restore`] — snapshots, listing, restore, verify, unseal-tree
-//! * [`records`] — length-prefixed postcard record files
+//! * [`records`] — length-prefixed postcard record files; [`record_codec`] — postcard by hand for the
+//!   records handled once a file every night
 //! * `arena` (private) — a batch's paths, written into shared chunks during the walk and cut once
 //!
 //! # Memory
@@ -44,6 +45,7 @@ pub mod index;
 pub mod lock;
 pub mod manifest;
 pub mod progress;
+pub mod record_codec;
 pub mod records;
 pub mod remote_ops;
 pub mod report;

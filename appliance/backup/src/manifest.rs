@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::records;
+use crate::{record_codec, records};
 
 /// The manifest's name in a snapshot folder.
 pub const MANIFEST_NAME: &str = ".offsite-manifest";
@@ -103,6 +103,32 @@ fn as_bytes<P: AsRef<[u8]>, S: serde::Serializer>(v: &P, s: S) -> Result<S::Ok, 
     s.serialize_bytes(v.as_ref())
 }
 
+impl ManifestEntryRef<'_> {
+    /// Appends this entry as the record `ManifestRecordOf::Entry(self)`, the bytes postcard makes of it,
+    /// by hand ([`crate::record_codec`]).
+    pub fn encode_record(&self, buf: &mut Vec<u8>) {
+        use record_codec::{put_bytes, put_i64, put_u64};
+        // The variant `Entry`, then the fields in their order.
+        put_u64(buf, 0);
+        put_bytes(buf, self.path);
+        put_u64(
+            buf,
+            match self.kind {
+                EntryKind::File => 0,
+                EntryKind::Dir => 1,
+                EntryKind::Symlink => 2,
+            },
+        );
+        put_u64(buf, self.size);
+        put_i64(buf, self.mtime);
+        put_u64(buf, self.mtime_nsec.into());
+        put_u64(buf, self.perms.into());
+        put_u64(buf, self.remote_size);
+        buf.extend_from_slice(&self.hash);
+        put_bytes(buf, self.link);
+    }
+}
+
 /// What follows the header: entries, then one end record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(serialize = "P: AsRef<[u8]>", deserialize = "P: Deserialize<'de>"))]
@@ -168,11 +194,7 @@ impl ManifestWriter {
 
     pub fn push(&mut self, e: ManifestEntryRef<'_>) -> io::Result<()> {
         self.entries += 1;
-        records::write(
-            &mut self.out,
-            &ManifestRecordOf::Entry(e),
-            &mut self.scratch,
-        )
+        records::write_with(&mut self.out, &mut self.scratch, |buf| e.encode_record(buf))
     }
 
     /// Ends the manifest and closes its file.
@@ -295,6 +317,42 @@ impl<R: Read> ManifestReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_encode_by_hand_as_postcard_encodes_them() {
+        let mut next = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            next ^= next << 13;
+            next ^= next >> 7;
+            next ^= next << 17;
+            next
+        };
+        for round in 0..2000 {
+            let wide = |v: u64, r: u64| v >> (r % 64);
+            let path: Vec<u8> = (0..rnd() % 300).map(|_| rnd() as u8).collect();
+            let link: Vec<u8> = (0..rnd() % 3 * 100).map(|_| rnd() as u8).collect();
+            let e = ManifestEntryRef {
+                path: &path,
+                kind: [EntryKind::File, EntryKind::Dir, EntryKind::Symlink][rnd() as usize % 3],
+                size: wide(rnd(), rnd()),
+                mtime: wide(rnd(), rnd()) as i64 * if rnd() % 2 == 0 { 1 } else { -1 },
+                mtime_nsec: wide(rnd(), rnd()) as u32,
+                perms: rnd() as u32 % 0o10000,
+                remote_size: wide(rnd(), rnd()),
+                hash: std::array::from_fn(|_| rnd() as u8),
+                link: &link,
+            };
+            let (mut theirs, mut mine, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+            records::write(
+                &mut theirs,
+                &ManifestRecordOf::Entry(e.clone()),
+                &mut scratch,
+            )
+            .unwrap();
+            records::write_with(&mut mine, &mut scratch, |b| e.encode_record(b)).unwrap();
+            assert_eq!(mine, theirs, "round {round}");
+        }
+    }
 
     #[test]
     fn write_then_read() {

@@ -58,6 +58,20 @@ pub fn read_with_tail<'s, T: Deserialize<'s>>(
     input: &mut impl Read,
     scratch: &'s mut Vec<u8>,
 ) -> io::Result<Option<(T, &'s [u8])>> {
+    let Some(bytes) = read_raw(input, scratch)? else {
+        return Ok(None);
+    };
+    let (value, tail) = postcard::take_from_bytes(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad record: {e}")))?;
+    Ok(Some((value, tail)))
+}
+
+/// Reads the next record's bytes (into `scratch`), for a decoder of its own
+/// ([`crate::record_codec`]). `Ok(None)` at a clean end of the input.
+pub fn read_raw<'s>(
+    input: &mut impl Read,
+    scratch: &'s mut Vec<u8>,
+) -> io::Result<Option<&'s [u8]>> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -82,9 +96,28 @@ pub fn read_with_tail<'s, T: Deserialize<'s>>(
     }
     scratch.resize(len, 0);
     input.read_exact(scratch)?;
-    let (value, tail) = postcard::take_from_bytes(scratch)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad record: {e}")))?;
-    Ok(Some((value, tail)))
+    Ok(Some(scratch))
+}
+
+/// Appends one record whose bytes `encode` appends to the buffer it is given (an encoder of its own,
+/// [`crate::record_codec`]); framed and limited as [`write()`] does.
+pub fn write_with(
+    out: &mut impl Write,
+    scratch: &mut Vec<u8>,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> io::Result<()> {
+    scratch.clear();
+    scratch.extend_from_slice(&[0; 4]);
+    encode(scratch);
+    let len = scratch.len() - 4;
+    if len > MAX_RECORD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "record too large",
+        ));
+    }
+    scratch[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    out.write_all(scratch)
 }
 
 #[cfg(test)]
