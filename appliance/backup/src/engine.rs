@@ -230,7 +230,7 @@ impl Names {
         cached: Option<&[u8]>,
         out: &mut Arena,
     ) -> Result<(Span, Option<SideFile>), String> {
-        let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        let (parent, name) = match memchr::memrchr(b'/', rel) {
             Some(i) => (&rel[..i], &rel[i + 1..]),
             None => (&rel[..0], rel),
         };
@@ -1014,14 +1014,19 @@ fn add_entry(
     Ok(())
 }
 
+/// What follows a path's last `/` (all of it without one). `memrchr`, not a byte loop: a sealed name is
+/// 52 bytes or more, and this runs for every file.
+fn last_component(p: &[u8]) -> &[u8] {
+    memchr::memrchr(b'/', p).map_or(p, |i| &p[i + 1..])
+}
+
 /// The sealed name a file's index record keeps (see [`IndexEntry::sealed_name`]), for its path `rel` and
 /// its target path `remote`: the last component of `remote`, as sealed or checked by `Names::map`, for a
 /// short name of a share that seals names; none otherwise (a long name also needs its side file, and is
 /// sealed again).
 fn name_to_keep<'a>(encrypt_names: bool, rel: &[u8], remote: &'a [u8]) -> &'a [u8] {
-    let name_len = rel.rsplit(|&b| b == b'/').next().map_or(0, <[u8]>::len);
-    if encrypt_names && name_len <= seal::names::MAX_SHORT_NAME {
-        remote.rsplit(|&b| b == b'/').next().unwrap_or(&[])
+    if encrypt_names && last_component(rel).len() <= seal::names::MAX_SHORT_NAME {
+        last_component(remote)
     } else {
         &[]
     }
