@@ -665,6 +665,7 @@ async fn share_run(
                     encrypt: share.encrypt,
                     encrypt_names: share.encrypt_names,
                 },
+                ctx.keys,
             )
             .map_err(state_ctx)?,
         ),
@@ -1850,34 +1851,21 @@ impl ShareRun<'_> {
         let ctx =
             |e: std::io::Error| Error::new(format!("share {}: the manifest", self.share.name), e);
         let plain = m.finish().map_err(ctx)?;
-        // Not deflated: a manifest is a third 32-byte hashes, which do not compress, and deflating the
-        // rest cost an unchanged night of 100,000 files 55 ms of its ~650 ms CPU (8.0 MB sealed to 5.1 MB)
-        // for 3 MB less on the target per snapshot (BENCHMARKS.md, twelfth session). Sent as a delta
-        // against the previous one either way.
-        let options = SealOptions { compress: false };
-        let keys = self.ctx.keys.clone();
-        // Sized by the chunker alone (nothing sealed, nothing written), then sealed as it is sent, as a
-        // share file is: a sealed copy in the state folder cost a night as much writing again as the
-        // plaintext (7.6 MB for 100,000 files) and the reading of it back.
-        let folder = plain.folder().to_owned();
+        let options = crate::manifest::SEAL_OPTIONS;
+        // Sized as it was written (`ManifestPlain::sealed_len`: no pass over it), then sealed as it is
+        // sent, as a share file is: a sealed copy in the state folder cost a night as much writing again
+        // as the plaintext (7.6 MB for 100,000 files) and the reading of it back.
+        let folder = plain.folder();
         let identity = sealed_identity(&self.share.name);
-        let spec = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let mut spec = FileSpec::in_share(
-                &folder,
-                identity.as_bytes(),
-                true,
-                Stat::of(&std::fs::symlink_metadata(folder.join(&identity))?),
-                RemoteSize::Unknown,
-            );
-            let counters = ReadCounters::default();
-            let len = crate::content::sealed_size(&spec, &keys, options, &counters)?;
-            spec.remote_size = RemoteSize::Exact(len);
-            Ok(spec)
-        })
-        .await
-        .map_err(|e| Error::new("sizing the manifest", e))?
-        .map_err(ctx)?;
-        let len = spec.remote_size.announced();
+        let stat = std::fs::symlink_metadata(folder.join(&identity)).map_err(ctx)?;
+        let len = plain.sealed_len;
+        let spec = FileSpec::in_share(
+            folder,
+            identity.as_bytes(),
+            true,
+            Stat::of(&stat),
+            RemoteSize::Exact(len),
+        );
         // The snapshot's own time, not the run's: two runs within one second get snapshots a second
         // apart, and a manifest with the previous one's size and time would pass the receiver's quick
         // check and be linked from the previous snapshot instead of sent (the new snapshot would then

@@ -43,7 +43,8 @@ pub use error::{Result, SealError};
 pub use keys::{KdfParams, Keys, MasterKey, Suite, cpu_has_aes, hex, subkeys_for_vectors};
 pub use path::{MAX_PATH_LEN, RelPath};
 pub use seal::{
-    SealOptions, SealStats, Sealer, seal, seal_with_threads, sealed_len, sealed_len_bound,
+    SealOptions, SealStats, SealedLenCounter, Sealer, seal, seal_with_threads, sealed_len,
+    sealed_len_bound,
 };
 pub use unseal::{
     UnsealStats, Unsealer, temp_file_beside, unseal_to_file, unseal_verified_first, verify,

@@ -619,6 +619,63 @@ pub fn sealed_len_bound(plain_len: u64) -> u64 {
         .saturating_add(chunks.saturating_mul(per_chunk))
 }
 
+/// The sealed length, without compression ([`SealOptions`] `compress: false`), of a stream given piece by
+/// piece: a writer of a file that is sealed later learns its sealed length as it writes, instead of
+/// [`sealed_len`]'s pass over the file. It cuts the chunks the sealer will cut (the chunk count is all
+/// the length needs without compression) and holds at most twice [`MAX_CHUNK`] bytes plus the last piece.
+pub struct SealedLenCounter {
+    keys: Keys,
+    /// Bytes given but not cut into chunks yet (the last chunk's end is not known before the stream's).
+    pending: Vec<u8>,
+    plain_len: u64,
+    chunks: u64,
+}
+
+impl SealedLenCounter {
+    pub fn new(keys: &Keys) -> SealedLenCounter {
+        SealedLenCounter {
+            keys: keys.clone(),
+            pending: Vec::new(),
+            plain_len: 0,
+            chunks: 0,
+        }
+    }
+
+    /// The stream's next bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.plain_len += data.len() as u64;
+        self.pending.extend_from_slice(data);
+        // Cut only with twice the largest chunk at hand, and only while a whole largest chunk is left:
+        // a cut found then is final (the sealer cuts the same with all of the stream), and each byte is
+        // scanned about once however small the pieces.
+        if self.pending.len() < 2 * MAX_CHUNK {
+            return;
+        }
+        let gear = &self.keys.0.gear;
+        let mut at = 0;
+        while self.pending.len() - at >= MAX_CHUNK {
+            at += next_chunk_len(gear, &self.pending[at..]);
+            self.chunks += 1;
+        }
+        self.pending.drain(..at);
+    }
+
+    /// The sealed length of what was given, as if the stream ended here.
+    pub fn sealed_len(&self) -> u64 {
+        let gear = &self.keys.0.gear;
+        let mut chunks = self.chunks;
+        let mut rest = &self.pending[..];
+        while !rest.is_empty() {
+            let n = next_chunk_len(gear, rest);
+            chunks += 1;
+            rest = &rest[n..];
+        }
+        (HEADER_LEN + crate::format::TRAILER_LEN) as u64
+            + self.plain_len
+            + chunks * (LEN_LEN + TAG_LEN + 1) as u64
+    }
+}
+
 /// The exact sealed length of `input`, without sealing it: chunking and the compression decision (and
 /// deflate, for compressible chunks only) run, the MAC and the cipher do not. For incompressible data this
 /// costs a fraction of a seal, which is what lets a sender announce a file's sealed size in an rsync file

@@ -509,6 +509,56 @@ fn sealed_len_matches_the_real_seal_without_sealing() {
 }
 
 #[test]
+fn a_length_counted_piece_by_piece_matches_the_real_seal() {
+    // Random bytes (cut points far apart, chunks up to the largest), text (many small chunks), runs of one
+    // byte (no cut point at all: every chunk the largest), and streams ending on a chunk's boundary.
+    let text: Vec<u8> = (0..40_000)
+        .flat_map(|i| format!("{i} counted\n").into_bytes())
+        .collect();
+    let mut mixed = random(300_000, 7);
+    mixed.extend_from_slice(&text);
+    mixed.extend_from_slice(&[9u8; 200_000]);
+    let k = keys(Suite::Aes256Ctr);
+    let p = path(".offsite-manifest");
+    let opts = SealOptions { compress: false };
+    let mut next = 0x2545_f491_4f6c_dd1du64;
+    for len in [
+        0,
+        1,
+        2048,
+        2049,
+        65_536,
+        65_537,
+        131_072,
+        200_000,
+        mixed.len(),
+    ] {
+        let data = &mixed[..len];
+        let mut out = Vec::new();
+        Sealer::new(&k, &p, opts, data)
+            .read_to_end(&mut out)
+            .unwrap();
+        for piece_max in [1usize, 7, 300, 5_000, 70_000, 1 << 20] {
+            let mut counter = seal::SealedLenCounter::new(&k);
+            let mut rest = data;
+            while !rest.is_empty() {
+                next ^= next << 13;
+                next ^= next >> 7;
+                next ^= next << 17;
+                let n = rest.len().min(1 + (next as usize) % piece_max);
+                counter.update(&rest[..n]);
+                rest = &rest[n..];
+            }
+            assert_eq!(
+                counter.sealed_len(),
+                out.len() as u64,
+                "length {len}, pieces of at most {piece_max}"
+            );
+        }
+    }
+}
+
+#[test]
 fn sealed_len_bound_is_never_below_the_real_length() {
     let text: Vec<u8> = (0..40_000)
         .flat_map(|i| format!("{i} bound\n").into_bytes())
