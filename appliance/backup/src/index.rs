@@ -635,13 +635,7 @@ mod tests {
 
     #[test]
     fn records_decode_by_hand_as_postcard_decodes_them() {
-        let mut next = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = move || {
-            next ^= next << 13;
-            next ^= next >> 7;
-            next ^= next << 17;
-            next
-        };
+        let mut rnd = crate::record_codec::test_rng(0x9e37_79b9_7f4a_7c15);
         for round in 0..2000 {
             // Values of every width, negative times, paths and tails of any length (none too).
             let wide = |v: u64, r: u64| v >> (r % 64);

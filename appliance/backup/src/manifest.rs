@@ -342,13 +342,7 @@ mod tests {
 
     #[test]
     fn entries_encode_by_hand_as_postcard_encodes_them() {
-        let mut next = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            next ^= next << 13;
-            next ^= next >> 7;
-            next ^= next << 17;
-            next
-        };
+        let mut rnd = crate::record_codec::test_rng(0x2545_f491_4f6c_dd1d);
         for round in 0..2000 {
             let wide = |v: u64, r: u64| v >> (r % 64);
             let path: Vec<u8> = (0..rnd() % 300).map(|_| rnd() as u8).collect();
@@ -357,7 +351,7 @@ mod tests {
                 path: &path,
                 kind: [EntryKind::File, EntryKind::Dir, EntryKind::Symlink][rnd() as usize % 3],
                 size: wide(rnd(), rnd()),
-                mtime: wide(rnd(), rnd()) as i64 * if rnd() % 2 == 0 { 1 } else { -1 },
+                mtime: wide(rnd(), rnd()) as i64 * if rnd().is_multiple_of(2) { 1 } else { -1 },
                 mtime_nsec: wide(rnd(), rnd()) as u32,
                 perms: rnd() as u32 % 0o10000,
                 remote_size: wide(rnd(), rnd()),
@@ -376,18 +370,22 @@ mod tests {
         }
     }
 
+    fn docs_header() -> ManifestHeader {
+        ManifestHeader {
+            format: MANIFEST_FORMAT,
+            share: "docs".into(),
+            snapshot: "2026-11-26T010203Z".into(),
+            encrypt: true,
+            encrypt_names: true,
+        }
+    }
+
     #[test]
     fn the_sealed_length_is_known_when_written() {
         let d = tempfile::tempdir().unwrap();
         let keys = seal::MasterKey::from_bytes([5; 32], seal::Suite::Aes256Ctr).derive_keys();
         for n in [0u32, 1, 3000] {
-            let h = ManifestHeader {
-                format: MANIFEST_FORMAT,
-                share: "docs".into(),
-                snapshot: "2026-11-26T010203Z".into(),
-                encrypt: true,
-                encrypt_names: true,
-            };
+            let h = docs_header();
             let mut w = ManifestWriter::create(&d.path().join("tmp"), &h, &keys).unwrap();
             // Enough entries for many chunks in the largest case.
             for i in 0..n {
@@ -417,13 +415,7 @@ mod tests {
     #[test]
     fn write_then_read() {
         let d = tempfile::tempdir().unwrap();
-        let h = ManifestHeader {
-            format: MANIFEST_FORMAT,
-            share: "docs".into(),
-            snapshot: "2026-11-26T010203Z".into(),
-            encrypt: true,
-            encrypt_names: true,
-        };
+        let h = docs_header();
         let keys = seal::MasterKey::from_bytes([5; 32], seal::Suite::Aes256Ctr).derive_keys();
         let mut w = ManifestWriter::create(&d.path().join("tmp"), &h, &keys).unwrap();
         let e = ManifestEntry {
