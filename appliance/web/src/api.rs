@@ -429,12 +429,16 @@ async fn get_events(State(app): State<Shared>, headers: HeaderMap) -> Response {
     }
     // Every run's start and end reach the page, however slow its connection (`service::events`).
     let stream = futures_util::stream::unfold(app.service.subscribe(), |mut events| async move {
-        let e = events.recv().await?;
-        let data = serde_json::to_string(&e).unwrap_or_default();
-        Some((
-            Ok::<_, Infallible>(sse::Event::default().data(data)),
-            events,
-        ))
+        // An event that does not serialize is skipped, as before (none is expected to fail).
+        loop {
+            let e = events.recv().await?;
+            if let Ok(data) = serde_json::to_string(&e) {
+                return Some((
+                    Ok::<_, Infallible>(sse::Event::default().data(data)),
+                    events,
+                ));
+            }
+        }
     });
     Sse::new(stream)
         .keep_alive(sse::KeepAlive::default())
