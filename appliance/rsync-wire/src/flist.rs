@@ -1223,7 +1223,8 @@ mod tests {
         let alphabet = b"ab.!-/~\x01\xff";
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..1000 {
-            // A random tree: names of 1-3 characters (after a long common start, for some), folders up to four deep.
+            // A random tree: names of 1-3 characters (after a long common start, for some), folders up to
+            // four deep.
             let mut entries = vec![FileEntry::dir(".", 0, 0o755)];
             let mut folders: Vec<Vec<u8>> = vec![Vec::new()];
             let mut seen = std::collections::HashSet::new();
