@@ -29,7 +29,7 @@ const CHUNK: usize = 64 * 1024;
 /// Channel depth (x CHUNK = max buffered input).
 const CHANNEL_DEPTH: usize = 64;
 /// Output is framed and written once this much data is pending.
-const OUT_FLUSH_AT: usize = 64 * 1024;
+pub(crate) const OUT_FLUSH_AT: usize = 64 * 1024;
 
 /// Message tags (`enum msgcode` in rsync.h).
 pub mod tag {
