@@ -67,8 +67,8 @@ enum Command {
 /// By default glibc gives each thread that allocates an arena of its own (up to eight per core). A backup's
 /// threads (the walk, its sizing helper, the sealing threads, the async one) hand buffers to each other,
 /// and each arena keeps its own high-water mark of freed memory. Which thread drew which arena varied
-/// from run to run, and so did the initial run's anonymous memory: 7.2–10.6 MiB at 100,000 files. With one
-/// arena it is 6.8–8.4 MiB, at the same CPU: `tcache` serves the small allocations without the lock
+/// from run to run, and so did the initial run's anonymous memory: 7.1–10.4 MiB at 100,000 files. With one
+/// arena it is 6.6–8.2 MiB, at the same CPU: `tcache` serves the small allocations without the lock
 /// (docs/BENCHMARKS.md, "Update 28 Nov 2026 (nineteenth session)"). musl's allocator has no arenas.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn one_malloc_arena() {
